@@ -1,0 +1,1 @@
+"""Building blocks shared by the model architectures (linear, attention, rotary, norms, activations)."""

