@@ -1,0 +1,345 @@
+"""The model registry service: registered models, immutable numbered versions, movable aliases.
+
+Every write runs in one transaction that first takes the registry's write lock (the
+``registry_state`` row on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so concurrent writers from
+any number of processes serialise, version numbers never collide and a failed write leaves the
+stored rows as they were. Each write that changes something bumps :meth:`Registry.revision`.
+
+The methods are synchronous (a few milliseconds each); call them from async code through
+``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from modelyard.errors import Conflict, ModelNotFound
+from modelyard.registry.artifacts import normalize_artifact
+from modelyard.registry.models import AliasRow, ModelRow, RegistryState, VersionRow
+from modelyard.registry.records import (
+    ARCHITECTURE_RE,
+    MAX_DESCRIPTION_CHARS,
+    MAX_OWNER_CHARS,
+    MAX_TOKENIZER_CHARS,
+    PRODUCTION_ALIAS,
+    QUANTIZATION_RE,
+    ModelInfo,
+    ResolvedModel,
+    VersionInfo,
+    check_alias,
+    check_context_length,
+    check_name,
+    check_pattern,
+    check_serving_params,
+    check_text,
+    check_version_number,
+    resolve_in,
+)
+from modelyard.store.db import create_db_engine
+from modelyard.store.db import migrate as migrate_engine
+
+
+class Registry:
+    """The model registry stored in the database at ``database_url``.
+
+    Call :meth:`migrate` once before use (idempotent). Errors are raised as
+    :mod:`modelyard.errors` types: :class:`InvalidRequest` (with ``param``) for bad input,
+    :class:`ModelNotFound` for unknown models, versions and aliases, :class:`Conflict` for
+    duplicates.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self._engine = create_db_engine(database_url)
+        self._read = sessionmaker(self._engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(
+            self._engine.execution_options(write=True), expire_on_commit=False
+        )
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the latest migration; safe on every start and from several processes."""
+        migrate_engine(self._engine)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def register_model(
+        self, name: str, *, description: str = "", is_base_model: bool = False, owner: str | None = None
+    ) -> ModelInfo:
+        """Register a model with no versions yet. Raises :class:`Conflict` if the name is taken."""
+        check_name(name)
+        check_text(description, "description", MAX_DESCRIPTION_CHARS)
+        check_text(owner, "owner", MAX_OWNER_CHARS, optional=True)
+        with self._write() as session:
+            if self._find(session, name) is not None:
+                raise Conflict(f"the model '{name}' is already registered", param="name")
+            row = ModelRow(name=name, description=description, is_base_model=bool(is_base_model), owner=owner)
+            session.add(row)
+            session.flush()
+            self._bump(session)
+            return _model_info(row)
+
+    def create_version(
+        self,
+        name: str,
+        *,
+        artifact_uri: str,
+        digest: str | None = None,
+        architecture: str,
+        tokenizer: str | None = None,
+        context_length: int,
+        quantization: str | None = None,
+        serving_params: dict[str, Any] | None = None,
+    ) -> VersionInfo:
+        """Add the next version (1, 2, ...) of a registered model.
+
+        A local artifact must exist and gets its SHA-256 digest computed unless ``digest`` is given; a
+        remote reference (``openai_compat://<deployment>``) may have no digest.
+        """
+        fields = _version_fields(
+            artifact_uri=artifact_uri,
+            digest=digest,
+            architecture=architecture,
+            tokenizer=tokenizer,
+            context_length=context_length,
+            quantization=quantization,
+            serving_params=serving_params,
+        )
+        with self._write() as session:
+            model = self._get(session, name)
+            row = self._add_version(session, model, fields)
+            return _version_info(model.name, row, ())
+
+    def ensure_model(
+        self,
+        name: str,
+        *,
+        artifact_uri: str,
+        architecture: str,
+        context_length: int,
+        quantization: str | None = None,
+        is_base_model: bool = False,
+        serving_params: dict[str, Any] | None = None,
+        description: str = "",
+        tokenizer: str | None = None,
+    ) -> ResolvedModel:
+        """Make sure ``name`` serves this artifact; idempotent, for bootstrapping packaged models.
+
+        Registers the model, version 1 and alias ``production`` if the model is absent. If a version
+        with the same digest, location and serving fields exists, nothing changes (an operator's alias
+        choices are kept). Otherwise a new version is created and ``production`` moves to it.
+        Returns what ``name`` resolves to afterwards.
+        """
+        check_name(name)
+        check_text(description, "description", MAX_DESCRIPTION_CHARS)
+        fields = _version_fields(
+            artifact_uri=artifact_uri,
+            digest=None,
+            architecture=architecture,
+            tokenizer=tokenizer,
+            context_length=context_length,
+            quantization=quantization,
+            serving_params=serving_params,
+        )
+        with self._write() as session:
+            model = self._find(session, name)
+            if model is None:
+                model = ModelRow(name=name, description=description, is_base_model=bool(is_base_model))
+                session.add(model)
+                session.flush()
+            if not any(_same_version(v, fields) for v in model.versions):
+                row = self._add_version(session, model, fields)
+                self._point_alias(session, model, PRODUCTION_ALIAS, row)
+            return resolve_in({name: _model_info(model)}, name)
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` of model ``name`` at ``version`` (creating or moving it)."""
+        check_alias(alias)
+        check_version_number(version)
+        with self._write() as session:
+            model = self._get(session, name)
+            target = next((v for v in model.versions if v.version == version), None)
+            if target is None:
+                raise ModelNotFound(f"the model '{name}' has no version {version}", param="version")
+            self._point_alias(session, model, alias, target)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias`` from model ``name``; :class:`ModelNotFound` if it is not set."""
+        check_alias(alias)
+        with self._write() as session:
+            model = self._get(session, name)
+            row = next((a for a in model.aliases if a.alias == alias), None)
+            if row is None:
+                raise ModelNotFound(f"the model '{name}' has no alias '{alias}'", param="alias")
+            session.delete(row)
+            self._bump(session)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> ResolvedModel:
+        """Resolve ``name`` (alias ``production`` if set, else the latest version), ``name@alias`` or
+        ``name:version``. Raises :class:`ModelNotFound` (``param="model"``) with a message saying what
+        is missing."""
+        name = ref.split("@", 1)[0].split(":", 1)[0] if isinstance(ref, str) else ""
+        with self._read() as session:
+            model = self._find(session, name) if name else None
+            models = {model.name: _model_info(model)} if model is not None else {}
+        return resolve_in(models, ref)
+
+    def get_model(self, name: str) -> ModelInfo:
+        """The model with its versions and aliases; :class:`ModelNotFound` if not registered."""
+        with self._read() as session:
+            return _model_info(self._get(session, name))
+
+    def list_models(self) -> list[ModelInfo]:
+        """Every registered model, sorted by name, with versions and aliases (one consistent read)."""
+        with self._read() as session, session.begin():
+            rows = session.scalars(_model_query().order_by(ModelRow.name)).all()
+            return [_model_info(row) for row in rows]
+
+    def revision(self) -> int:
+        """A counter bumped by every write that changes the registry; cheap to poll."""
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(RegistryState.revision).where(RegistryState.id == 1)).scalar_one())
+
+    # -- internals --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        try:
+            with self._write_sessions.begin() as session:
+                # Row lock on PostgreSQL; SQLite already holds the write lock from BEGIN IMMEDIATE.
+                session.execute(select(RegistryState.id).where(RegistryState.id == 1).with_for_update())
+                yield session
+        except IntegrityError as exc:  # only reachable if the schema's constraints catch a bug here
+            raise Conflict(f"the registry rejected a conflicting write: {exc.orig}") from exc
+
+    @staticmethod
+    def _bump(session: Session) -> None:
+        session.execute(
+            update(RegistryState).where(RegistryState.id == 1).values(revision=RegistryState.revision + 1)
+        )
+
+    @staticmethod
+    def _find(session: Session, name: str) -> ModelRow | None:
+        return session.scalars(_model_query().where(ModelRow.name == name)).one_or_none()
+
+    def _get(self, session: Session, name: str) -> ModelRow:
+        if not isinstance(name, str) or not name:
+            raise ModelNotFound("a model name is required", param="name")
+        model = self._find(session, name)
+        if model is None:
+            raise ModelNotFound(f"the model '{name}' does not exist", param="name")
+        return model
+
+    def _add_version(self, session: Session, model: ModelRow, fields: dict[str, Any]) -> VersionRow:
+        last = session.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id))
+        row = VersionRow(model=model, version=(last or 0) + 1, **fields)
+        session.add(row)
+        session.flush()
+        self._bump(session)
+        return row
+
+    def _point_alias(self, session: Session, model: ModelRow, alias: str, target: VersionRow) -> None:
+        row = next((a for a in model.aliases if a.alias == alias), None)
+        if row is None:
+            session.add(AliasRow(model=model, alias=alias, target=target))
+        elif row.version_id != target.id:
+            row.target = target
+            row.updated_at = datetime.now(UTC)
+        else:
+            return
+        session.flush()
+        self._bump(session)
+
+
+def _model_query():  # type: ignore[no-untyped-def]
+    return select(ModelRow).options(
+        selectinload(ModelRow.versions), selectinload(ModelRow.aliases).selectinload(AliasRow.target)
+    )
+
+
+def _version_fields(
+    *,
+    artifact_uri: str,
+    digest: str | None,
+    architecture: str,
+    tokenizer: str | None,
+    context_length: int,
+    quantization: str | None,
+    serving_params: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Validate version fields (cheap checks first; hashing the artifact last)."""
+    check_pattern(architecture, "architecture", ARCHITECTURE_RE, "1-64 letters, digits, '_', '.', '-'")
+    check_text(tokenizer, "tokenizer", MAX_TOKENIZER_CHARS, optional=True)
+    check_context_length(context_length)
+    check_pattern(
+        quantization,
+        "quantization",
+        QUANTIZATION_RE,
+        "1-32 letters, digits, '_', '.', '+', '-'",
+        optional=True,
+    )
+    params = check_serving_params(serving_params)
+    uri, checked_digest = normalize_artifact(artifact_uri, digest)
+    return {
+        "artifact_uri": uri,
+        "digest": checked_digest,
+        "architecture": architecture,
+        "tokenizer": tokenizer,
+        "context_length": context_length,
+        "quantization": quantization,
+        "serving_params": params,
+    }
+
+
+def _same_version(row: VersionRow, fields: dict[str, Any]) -> bool:
+    return all(getattr(row, key) == value for key, value in fields.items())
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were written in UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _version_info(model: str, row: VersionRow, aliases: tuple[str, ...]) -> VersionInfo:
+    return VersionInfo(
+        model=model,
+        version=row.version,
+        artifact_uri=row.artifact_uri,
+        digest=row.digest,
+        architecture=row.architecture,
+        tokenizer=row.tokenizer,
+        context_length=row.context_length,
+        quantization=row.quantization,
+        serving_params=dict(row.serving_params or {}),
+        created_at=_utc(row.created_at),
+        aliases=aliases,
+    )
+
+
+def _model_info(row: ModelRow) -> ModelInfo:
+    aliases = {a.alias: a.target.version for a in row.aliases}
+    by_version: dict[int, list[str]] = {}
+    for alias, number in sorted(aliases.items()):
+        by_version.setdefault(number, []).append(alias)
+    return ModelInfo(
+        name=row.name,
+        description=row.description,
+        is_base_model=row.is_base_model,
+        owner=row.owner,
+        created_at=_utc(row.created_at),
+        versions=tuple(
+            _version_info(row.name, v, tuple(by_version.get(v.version, ()))) for v in row.versions
+        ),
+        aliases=aliases,
+    )
