@@ -105,7 +105,7 @@ class Registry:
         A local artifact must exist and gets its SHA-256 digest computed unless ``digest`` is given; a
         remote reference (``openai_compat://<deployment>``) may have no digest.
         """
-        fields = _version_fields(
+        fields = version_fields(
             artifact_uri=artifact_uri,
             digest=digest,
             architecture=architecture,
@@ -141,7 +141,7 @@ class Registry:
         """
         check_name(name)
         check_text(description, "description", MAX_DESCRIPTION_CHARS)
-        fields = _version_fields(
+        fields = version_fields(
             artifact_uri=artifact_uri,
             digest=None,
             architecture=architecture,
@@ -268,7 +268,7 @@ def _model_query():  # type: ignore[no-untyped-def]
     )
 
 
-def _version_fields(
+def version_fields(
     *,
     artifact_uri: str,
     digest: str | None,
@@ -278,7 +278,11 @@ def _version_fields(
     quantization: str | None,
     serving_params: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Validate version fields (cheap checks first; hashing the artifact last)."""
+    """Validated, normalised fields of a new version (the artifact is hashed last, after cheap checks).
+
+    Raises :class:`InvalidRequest` naming the bad field. The result can be passed straight to
+    :meth:`Registry.create_version` (its digest is then not computed again).
+    """
     check_pattern(architecture, "architecture", ARCHITECTURE_RE, "1-64 letters, digits, '_', '.', '-'")
     check_text(tokenizer, "tokenizer", MAX_TOKENIZER_CHARS, optional=True)
     check_context_length(context_length)

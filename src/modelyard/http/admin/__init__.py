@@ -1,0 +1,34 @@
+"""Admin REST API, served under ``/admin``: model registry management.
+
+:data:`models_router` is a FastAPI ``APIRouter`` (prefix ``/models``). FastAPI routes only run
+inside a FastAPI app, so a Starlette host mounts :func:`create_admin_app` instead::
+
+    Mount("/admin", app=create_admin_app(EXCEPTION_HANDLERS))
+
+and hands the registry over through lifespan state (``yield {"registry": registry}``) or by
+setting ``admin_app.state.registry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI
+
+from modelyard.http.admin.models import router as models_router
+
+__all__ = ["create_admin_app", "models_router"]
+
+
+def create_admin_app(exception_handlers: Mapping[Any, Any] | None = None) -> FastAPI:
+    """A FastAPI app with every admin router, using the host app's exception handlers."""
+    app = FastAPI(
+        title="modelyard admin",
+        exception_handlers=dict(exception_handlers or {}),
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.include_router(models_router)
+    return app

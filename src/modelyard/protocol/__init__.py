@@ -1,0 +1,1 @@
+"""Pydantic wire models of the HTTP APIs (OpenAI-compatible and admin); no logic lives here."""

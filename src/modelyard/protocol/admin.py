@@ -1,0 +1,91 @@
+"""Wire models of the admin API (``/admin/models``): pydantic at the HTTP edge only, no logic.
+
+Requests ignore unknown fields (as the OpenAI API does); the registry validates values and limits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class RegisterModelRequest(_Request):
+    """``POST /admin/models``: register a model (versions are added separately)."""
+
+    name: str
+    description: str = ""
+    is_base_model: bool = False
+    owner: str | None = None
+
+
+class CreateVersionRequest(_Request):
+    """``POST /admin/models/{name}/versions``: add the next immutable version.
+
+    ``artifact_uri`` is a path on the server (file or folder; its SHA-256 is computed unless
+    ``digest`` is given) or a remote reference such as ``openai_compat://<deployment>``.
+    """
+
+    artifact_uri: str
+    digest: str | None = None
+    architecture: str
+    tokenizer: str | None = None
+    context_length: int = Field(strict=True)
+    quantization: str | None = None
+    serving_params: dict[str, Any] | None = None
+
+
+class SetAliasRequest(_Request):
+    """``PUT /admin/models/{name}/aliases/{alias}``: point the alias at a version."""
+
+    version: int = Field(strict=True)
+
+
+class ModelVersion(BaseModel):
+    object: Literal["model.version"] = "model.version"
+    model: str
+    version: int
+    artifact_uri: str
+    digest: str | None
+    architecture: str
+    tokenizer: str | None
+    context_length: int
+    quantization: str | None
+    serving_params: dict[str, Any]
+    aliases: list[str]
+    created_at: datetime
+
+
+class RegisteredModel(BaseModel):
+    object: Literal["registered_model"] = "registered_model"
+    name: str
+    description: str
+    is_base_model: bool
+    owner: str | None
+    created_at: datetime
+    aliases: dict[str, int]
+    versions: list[ModelVersion]
+
+
+class RegisteredModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[RegisteredModel]
+
+
+class ModelAlias(BaseModel):
+    object: Literal["model.alias"] = "model.alias"
+    model: str
+    alias: str
+    version: int
+
+
+class DeletedModelAlias(BaseModel):
+    object: Literal["model.alias"] = "model.alias"
+    model: str
+    alias: str
+    deleted: bool = True
