@@ -1,0 +1,143 @@
+"""``create_app(settings)``: the ASGI app, with every service built in its lifespan.
+
+Services live in the lifespan state (``request.state.gateway`` / ``.services``), never in module
+globals. Remote deployments are ready when the app starts; local models and embedders load in
+the background (``/ready`` answers 503 until they have). On shutdown in-flight streams drain for
+up to ``drain_timeout_s`` before backends close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from modelyard.gateway.backends.base import Backend
+from modelyard.gateway.backends.embedding import EmbeddingBackend
+from modelyard.gateway.backends.openai_compat import OpenAICompatBackend
+from modelyard.gateway.pipeline import Gateway, ModelResolver, StaticResolver
+from modelyard.gateway.router import Router
+from modelyard.http import ops
+from modelyard.http.errors import EXCEPTION_HANDLERS
+from modelyard.http.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from modelyard.http.openai import chat, completions, embeddings, models
+from modelyard.settings import Settings
+
+log = logging.getLogger("modelyard")
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything one running server owns."""
+
+    settings: Settings
+    gateway: Gateway
+    backends: list[Backend]
+    failed: dict[str, str] = field(default_factory=dict)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    closers: list[Any] = field(default_factory=list)
+
+
+def _build_backends(settings: Settings) -> tuple[list[tuple[Backend, float]], list[Backend]]:
+    """(backends started before serving, with weights) and (backends loaded in the background)."""
+    eager: list[tuple[Backend, float]] = []
+    for i, dep in enumerate(settings.deployments):
+        eager.append((OpenAICompatBackend(dep, dep.name or f"{dep.model}#{i}"), dep.weight))
+    lazy: list[Backend] = []
+    for emb in settings.embedders:
+        from modelyard.embeddings import SentenceTransformerEmbedder
+
+        def load(src: str = emb.source, batch: int = emb.max_batch) -> SentenceTransformerEmbedder:
+            return SentenceTransformerEmbedder(src, max_batch=batch)
+
+        lazy.append(EmbeddingBackend(f"{emb.name}#local", emb.name, load))
+    for lm in settings.local_models:
+        from modelyard.gateway.backends.local import LocalBackend
+
+        lazy.append(LocalBackend(lm, settings))
+    return eager, lazy
+
+
+async def start_services(settings: Settings) -> Services:
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    router = Router(
+        settings.router.policy,
+        settings.circuit_breaker,
+        ewma_alpha=settings.router.ewma_alpha,
+        fallbacks=settings.fallbacks,
+    )
+    eager, lazy = _build_backends(settings)
+    for backend, weight in eager:
+        await backend.start()
+        router.add(backend, weight)
+    for backend in lazy:
+        router.add(backend)
+    resolver: ModelResolver = StaticResolver(router)
+    services = Services(settings, Gateway(router, resolver, settings.limits), [b for b, _ in eager] + lazy)
+
+    async def load(backend: Backend) -> None:
+        try:
+            await backend.start()
+            log.info("deployment %s ready", backend.name)
+        except Exception as exc:
+            log.exception("deployment %s failed to load", backend.name)
+            services.failed[backend.name] = f"{type(exc).__name__}: {exc}"
+
+    async def load_all() -> None:
+        # One at a time: loads are CPU-bound and share the machine with the server.
+        for backend in lazy:
+            await load(backend)
+
+    if lazy:
+        services.tasks.append(asyncio.create_task(load_all(), name="load-local-models"))
+    return services
+
+
+async def stop_services(services: Services) -> None:
+    drained = await services.gateway.drain(services.settings.drain_timeout_s)
+    if not drained:
+        log.warning(
+            "%d streams still open after %.0fs; closing anyway",
+            services.gateway.active_streams,
+            services.settings.drain_timeout_s,
+        )
+    for task in services.tasks:
+        task.cancel()
+    await asyncio.gather(*services.tasks, return_exceptions=True)
+    for backend in services.backends:
+        try:
+            await backend.close()
+        except Exception:
+            log.exception("closing %s failed", backend.name)
+    for close in services.closers:
+        close()
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The modelyard ASGI app for ``settings``; nothing starts until the lifespan runs."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        services = await start_services(settings)
+        try:
+            yield {"gateway": services.gateway, "services": services, "started_at": int(time.time())}
+        finally:
+            await stop_services(services)
+
+    routes = [*chat.routes, *completions.routes, *embeddings.routes, *models.routes, *ops.routes]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodyLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes),
+        ],
+    )

@@ -1,0 +1,97 @@
+"""The ``modelyard`` command line. Commands only parse flags and delegate."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from modelyard.errors import ConfigError
+
+app = typer.Typer(
+    help="modelyard: an OpenAI-compatible multi-model LLM server and LLMOps platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+def _add_registry_commands() -> None:
+    try:
+        from modelyard.registry.cli import app as models_app
+    except ImportError:  # the registry CLI is optional until it lands
+        return
+    app.add_typer(models_app, name="models", help="Model registry: list, register, show, alias set.")
+
+
+@app.callback()
+def main() -> None:
+    """modelyard: an OpenAI-compatible multi-model LLM server and LLMOps platform."""
+
+
+_add_registry_commands()
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="YAML settings file (default: $MODELYARD_CONFIG, then ./modelyard.yaml)."
+        ),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port [default: 8000].")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="State folder [default: ~/.local/share/modelyard].")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Metadata store URL [default: SQLite in data dir].")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning or error [default: info].")
+    ] = None,
+) -> None:
+    """Serve the OpenAI-compatible API (local models, embedders and remote deployments)."""
+    from modelyard.settings import load_settings
+
+    try:
+        settings = load_settings(
+            config,
+            {
+                "host": host,
+                "port": port,
+                "data_dir": data_dir,
+                "database_url": database_url,
+                "log_level": log_level,
+            },
+        )
+    except ConfigError as exc:
+        err_console.print(f"[red]modelyard: {exc.message}[/red]")
+        raise typer.Exit(2) from None
+
+    import uvicorn
+
+    from modelyard.app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=max(int(settings.drain_timeout_s), 1),
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    app()

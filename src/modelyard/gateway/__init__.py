@@ -1,0 +1,1 @@
+"""The gateway: request pipeline, router and backends between the HTTP edge and the models."""

@@ -1,0 +1,50 @@
+"""Shared handler plumbing for the OpenAI endpoints: body parsing and the generic POST handler."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from modelyard.errors import InvalidRequest
+from modelyard.gateway.backends.base import Endpoint
+from modelyard.gateway.pipeline import Gateway
+from modelyard.http.sse import EventStreamResponse
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def parse_body(request: Request, model: type[M]) -> tuple[dict[str, Any], M]:
+    """The raw JSON object and its validated form; 400 on anything that is not a JSON object."""
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. Send a JSON object with "
+            "content-type: application/json."
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body, model.model_validate(body)
+
+
+def post_handler(endpoint: Endpoint, model: type[BaseModel]) -> Callable[[Request], Awaitable[ASGIApp]]:
+    """A Starlette endpoint that parses ``model``, then completes or streams through the gateway."""
+
+    async def handle(request: Request) -> ASGIApp:
+        body, parsed = await parse_body(request, model)
+        gateway: Gateway = request.state.gateway
+        rid: str = request.state.request_id
+        if getattr(parsed, "stream", False):
+            return EventStreamResponse(await gateway.open_stream(endpoint, parsed, body, rid))  # type: ignore[arg-type]
+        out = await gateway.complete(endpoint, parsed, body, rid)  # type: ignore[arg-type]
+        return Response(out, media_type="application/json")
+
+    handle.__name__ = f"create_{endpoint.name.lower()}"
+    return handle

@@ -1,0 +1,37 @@
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the model names this server routes."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelyard.gateway.pipeline import Gateway
+from modelyard.protocol.openai import ListModelsResponse, Model
+
+
+def _model(gateway: Gateway, name: str, created: int) -> Model:
+    deps = gateway.router.deployments(name)
+    owner = "modelyard" if any(getattr(d.backend, "local", False) for d in deps) else "remote"
+    return Model(id=name, created=created, owned_by=owner)
+
+
+async def list_models(request: Request) -> Response:
+    gateway: Gateway = request.state.gateway
+    created: int = request.state.started_at
+    body = ListModelsResponse(data=[_model(gateway, m, created) for m in gateway.router.models()])
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
+async def retrieve_model(request: Request) -> Response:
+    gateway: Gateway = request.state.gateway
+    name = await gateway.resolver.resolve(request.path_params["model_id"])
+    model = _model(gateway, name, request.state.started_at)
+    model.id = request.path_params["model_id"]
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+routes = [
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
+]

@@ -1,0 +1,287 @@
+"""The one typed settings tree of modelyard, and the loader that layers its sources.
+
+Precedence, lowest first: field defaults < ``modelyard.yaml`` (path from ``--config`` or
+``MODELYARD_CONFIG``) < ``MODELYARD_*`` environment variables (nested with ``__``, e.g.
+``MODELYARD_LIMITS__MAX_N=4``; list/dict values as JSON) < CLI flags. :func:`load_settings` reads the
+environment only when called, never at import. Every bad value raises :class:`ConfigError` naming the
+setting, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modelyard.errors import ConfigError
+
+ENV_PREFIX = "MODELYARD_"
+CONFIG_ENV = "MODELYARD_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LocalModelSettings(_Section):
+    """A generative model served by the built-in engine."""
+
+    name: str = Field(description="Model name clients send in `model` (also its registry name).")
+    source: str = Field(
+        description="Where the weights come from: `packaged:<name>` for a model shipped as a Python package "
+        "(`smollm2-135m-instruct`, `gemma-3-270m`), or a path to a GGUF file / Hugging Face folder."
+    )
+    is_base_model: bool = Field(
+        default=False,
+        description="A base (not instruction-tuned) model: chat requests use `chat_template` when set.",
+    )
+    chat_template: str | None = Field(
+        default=None,
+        description="Jinja chat template used when the tokenizer has none (`gemma` names the built-in "
+        "Gemma turn template).",
+    )
+    max_loaded_context: int | None = Field(
+        default=None, ge=16, description="Cap on the context window (default: the model's own)."
+    )
+
+
+class EmbedderSettings(_Section):
+    """A sentence-embedding model served on `/v1/embeddings`."""
+
+    name: str = Field(description="Model name clients send in `model`.")
+    source: str = Field(
+        default="packaged:all-minilm-l6-v2",
+        description="`packaged:all-minilm-l6-v2` or a sentence-transformers model folder.",
+    )
+    max_batch: int = Field(default=64, ge=1, description="Most inputs encoded in one forward pass.")
+
+
+class BackendKind(StrEnum):
+    OPENAI_COMPAT = "openai_compat"
+
+
+class RemoteDeploymentSettings(_Section):
+    """One remote OpenAI-compatible server that answers for a model name."""
+
+    model: str = Field(description="Model name clients send in `model`.")
+    backend: BackendKind = Field(default=BackendKind.OPENAI_COMPAT, description="Only `openai_compat`.")
+    base_url: str = Field(description="Upstream base URL including `/v1`, e.g. `http://10.0.0.5:8000/v1`.")
+    api_key: str | None = Field(default=None, description="Bearer token sent upstream (never logged).")
+    upstream_model: str | None = Field(default=None, description="Model id upstream (default: `model`).")
+    weight: float = Field(default=1.0, gt=0, description="Share of traffic under the `weighted` policy.")
+    timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Timeout for the whole non-stream request, "
+        "and for the first byte / between chunks of a stream.",
+    )
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        description="Retries on connect errors, 429 and 5xx before the first byte reached the client.",
+    )
+    retry_backoff_s: float = Field(
+        default=0.1,
+        ge=0,
+        description="First retry delay; doubles each retry (an upstream `retry-after` wins, capped at 5 s).",
+    )
+    name: str | None = Field(
+        default=None, description="Deployment name for logs and stats (default: `<model>#<index>`)."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"base_url {v!r} must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class RouterPolicy(StrEnum):
+    WEIGHTED = "weighted"
+    LEAST_LOADED = "least_loaded"
+    LATENCY = "latency"
+
+
+class RouterSettings(_Section):
+    policy: RouterPolicy = Field(
+        default=RouterPolicy.WEIGHTED,
+        description="`weighted` (random by weight), `least_loaded` (fewest in-flight requests per weight), "
+        "`latency` (lowest EWMA of time to first token).",
+    )
+    ewma_alpha: float = Field(default=0.2, gt=0, le=1, description="Weight of the newest TTFT sample.")
+
+
+class CircuitBreakerSettings(_Section):
+    failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit.")
+    reset_after_s: float = Field(default=30.0, gt=0, description="Seconds open before one trial request.")
+
+
+class LimitSettings(_Section):
+    max_tokens: int = Field(default=4096, ge=1, description="Largest `max_tokens` accepted.")
+    default_max_tokens: int = Field(
+        default=256,
+        ge=1,
+        description="`max_tokens` when the request has none (local models; capped by the context window).",
+    )
+    max_n: int = Field(default=8, ge=1, description="Largest `n` accepted.")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body.")
+    max_messages: int = Field(default=256, ge=1, description="Most chat messages in one request.")
+    max_embedding_inputs: int = Field(default=2048, ge=1, description="Most inputs in one embeddings call.")
+
+
+class Settings(_Section):
+    """Everything `modelyard serve` needs; see each field's description."""
+
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    data_dir: Path = Field(default=Path("~/.local/share/modelyard"), description="Where state lives.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the metadata store (default: SQLite in data_dir)."
+    )
+    local_models: list[LocalModelSettings] = Field(
+        default_factory=lambda: [
+            LocalModelSettings(name="smollm2-135m-instruct", source="packaged:smollm2-135m-instruct"),
+            LocalModelSettings(
+                name="gemma-3-270m", source="packaged:gemma-3-270m", is_base_model=True, chat_template="gemma"
+            ),
+        ],
+        description="Generative models served by the built-in engine.",
+    )
+    embedders: list[EmbedderSettings] = Field(
+        default_factory=lambda: [EmbedderSettings(name="all-minilm-l6-v2")],
+        description="Embedding models served on /v1/embeddings.",
+    )
+    engine: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the engine's `EngineConfig`."
+    )
+    deployments: list[RemoteDeploymentSettings] = Field(
+        default_factory=list, description="Remote OpenAI-compatible deployments."
+    )
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict, description="Model name -> model names tried when all its deployments fail."
+    )
+    circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    registry_poll_s: float = Field(
+        default=2.0, gt=0, description="How often the registry revision is polled."
+    )
+    drain_timeout_s: float = Field(
+        default=30.0, ge=0, description="Grace period for in-flight streams on shutdown."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        names = [m.name for m in self.local_models] + [e.name for e in self.embedders]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(
+                f"model names {sorted(dupes)} are defined twice in local_models/embedders; "
+                "give each a distinct name"
+            )
+        known = set(names) | {d.model for d in self.deployments}
+        for model, chain in self.fallbacks.items():
+            for target in chain:
+                if target not in known:
+                    raise ValueError(
+                        f"fallbacks[{model!r}] names unknown model {target!r}; use one of {sorted(known)}"
+                    )
+        return self
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'modelyard.db'}"
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        value: Any = raw
+        if raw[:1] in "[{":
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(
+                    f"{key}={raw!r} is not valid JSON ({exc}); quote lists and objects as JSON"
+                ) from None
+        node = layer
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return layer
+
+
+def _yaml_layer(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} cannot be read ({exc}); fix --config / {CONFIG_ENV}"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return data
+
+
+def load_settings(
+    config: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from defaults, the YAML file, the environment and ``overrides`` (CLI flags).
+
+    ``config`` defaults to ``$MODELYARD_CONFIG``, then to ``./modelyard.yaml`` if it exists.
+    ``overrides`` uses the same nested shape as the YAML file; ``None`` values are ignored.
+    """
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    path = Path(config) if config else (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
+    if path is None and Path("modelyard.yaml").is_file():
+        path = Path("modelyard.yaml")
+    if path is not None:
+        merged = _deep_merge(merged, _yaml_layer(path))
+    merged = _deep_merge(merged, _env_layer(env))
+    merged = _deep_merge(merged, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        env_name = ENV_PREFIX + "__".join(str(p) for p in err["loc"] if isinstance(p, str)).upper()
+        lines.append(
+            f"setting {where} = {err.get('input')!r}: {err['msg']} "
+            f"(fix it in the config file, {env_name} or the CLI flag)"
+        )
+    return "invalid settings:\n  " + "\n  ".join(lines)
