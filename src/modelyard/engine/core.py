@@ -187,6 +187,10 @@ class LLMEngine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
+    def request_ids(self) -> list[str]:
+        """Ids of the requests queued or running."""
+        return list(self._requests)
+
     # ---- the step -----------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         """Schedule, execute and update one batch; the new outputs of every choice that advanced."""
