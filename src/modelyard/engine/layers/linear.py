@@ -126,6 +126,13 @@ class Linear(nn.Module):
         h = (h.view(-1, n, r) * lora.token_mask).view(-1, n * r)
         return h @ self.lora_b[lora.active].reshape(n * r, self.out_features)
 
+    @property
+    def device(self) -> torch.device:
+        if self.weight is not None:
+            return self.weight.device
+        assert self.qweight is not None
+        return self.qweight.packed.device if isinstance(self.qweight, Int4Weight) else self.qweight.q.device
+
     def dense_weight(self) -> torch.Tensor:
         """The plain weight ``[out, in]`` (quantized layers are not reversible)."""
         if self.weight is None:
