@@ -241,16 +241,22 @@ class LLMEngine:
 
     # ---- adapters -----------------------------------------------------------------------------
     def load_lora(self, name: str, path: str | Path) -> None:
-        """Load (or replace) adapter ``name`` from a PEFT folder; requests may then use it."""
+        """Load (or replace) adapter ``name`` from a PEFT folder; requests may then use it.
+
+        Raises ``InvalidRequest`` for a bad folder and ``Conflict`` when replacing an adapter that
+        requests are using.
+        """
         from modelyard.engine.lora import LoRAManager
 
         if self.runner.lora_manager is None:
             self.runner.lora_manager = LoRAManager(
                 self.loaded.model, max_loras=self.config.max_loras, max_rank=self.config.max_lora_rank
             )
-        if name in self._lora_ids:
-            self.unload_lora(name)
-        self.runner.lora_manager.add(name, str(path))
+        self._check_unused(name)
+        # The adapter stacks become inference tensors when first filled inside a step, so every
+        # manager call runs in inference mode too (in-place updates are refused outside it).
+        with torch.inference_mode():
+            self.runner.lora_manager.add(name, str(path))
         # A fresh id per load keeps the prefix cache of a replaced adapter from being reused.
         self._lora_ids[name] = next(self._lora_counter)
 
@@ -258,10 +264,14 @@ class LLMEngine:
         """Remove adapter ``name``; ``Conflict`` while a request uses it, ``AdapterNotFound`` if absent."""
         if name not in self._lora_ids:
             raise AdapterNotFound(f"adapter {name!r} is not loaded", param="model")
-        if any(s.request.lora == name for s in self._requests.values()):
-            raise Conflict(f"adapter {name!r} is in use by running requests", param="model")
-        self.runner.lora_manager.remove(name)
+        self._check_unused(name)
+        with torch.inference_mode():
+            self.runner.lora_manager.remove(name)
         del self._lora_ids[name]
+
+    def _check_unused(self, name: str) -> None:
+        if any(s.request.lora == name for s in self._requests.values()):
+            raise Conflict(f"adapter {name!r} is in use by queued or running requests", param="model")
 
     def lora_names(self) -> list[str]:
         return sorted(self._lora_ids)
