@@ -151,6 +151,7 @@ def remote_config(upstream: str, **extra: Any) -> dict[str, Any]:
         "fallbacks": {"broken-with-fallback": ["remote-chat"]},
         "circuit_breaker": {"failure_threshold": 3, "reset_after_s": 60},
         "router": {"policy": "least_loaded"},
+        "registry_poll_s": 0.2,
         "limits": {"max_n": 4, "max_tokens": 1000, "max_messages": 8, "max_body_bytes": 65536},
         **extra,
     }

@@ -16,13 +16,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import Mount
 
 from modelyard.gateway.backends.base import Backend
 from modelyard.gateway.backends.embedding import EmbeddingBackend
 from modelyard.gateway.backends.openai_compat import OpenAICompatBackend
-from modelyard.gateway.pipeline import Gateway, ModelResolver, StaticResolver
+from modelyard.gateway.pipeline import Gateway
+from modelyard.gateway.resolver import RegistryResolver
 from modelyard.gateway.router import Router
 from modelyard.http import ops
 from modelyard.http.errors import EXCEPTION_HANDLERS
@@ -40,7 +43,9 @@ class Services:
     settings: Settings
     gateway: Gateway
     backends: list[Backend]
+    registry: Any
     failed: dict[str, str] = field(default_factory=dict)
+    loading: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)
 
@@ -52,12 +57,13 @@ def _build_backends(settings: Settings) -> tuple[list[tuple[Backend, float]], li
         eager.append((OpenAICompatBackend(dep, dep.name or f"{dep.model}#{i}"), dep.weight))
     lazy: list[Backend] = []
     for emb in settings.embedders:
-        from modelyard.embeddings import SentenceTransformerEmbedder
+        from modelyard.embeddings import SentenceTransformerEmbedder, resolve_source
 
         def load(src: str = emb.source, batch: int = emb.max_batch) -> SentenceTransformerEmbedder:
             return SentenceTransformerEmbedder(src, max_batch=batch)
 
-        lazy.append(EmbeddingBackend(f"{emb.name}#local", emb.name, load))
+        artifact = str(resolve_source(emb.source))
+        lazy.append(EmbeddingBackend(f"{emb.name}#local", emb.name, load, artifact))
     for lm in settings.local_models:
         from modelyard.gateway.backends.local import LocalBackend
 
@@ -79,23 +85,43 @@ async def start_services(settings: Settings) -> Services:
         router.add(backend, weight)
     for backend in lazy:
         router.add(backend)
-    resolver: ModelResolver = StaticResolver(router)
-    services = Services(settings, Gateway(router, resolver, settings.limits), [b for b, _ in eager] + lazy)
+    from modelyard.registry.service import Registry
+
+    registry = Registry(settings.resolved_database_url)
+    await anyio.to_thread.run_sync(registry.migrate)
+    resolver = RegistryResolver(registry, router)
+    services = Services(
+        settings, Gateway(router, resolver, settings.limits), [b for b, _ in eager] + lazy, registry
+    )
+    services.closers.append(registry.close)
+    services.tasks.append(asyncio.create_task(resolver.poll(settings.registry_poll_s), name="registry-poll"))
 
     async def load(backend: Backend) -> None:
         try:
             await backend.start()
-            log.info("deployment %s ready", backend.name)
         except Exception as exc:
             log.exception("deployment %s failed to load", backend.name)
             services.failed[backend.name] = f"{type(exc).__name__}: {exc}"
+            return
+        log.info("deployment %s ready", backend.name)
+        fields = getattr(backend, "registry_fields", None)
+        if fields is None:
+            return
+        try:
+            f = fields()
+            resolved = await anyio.to_thread.run_sync(lambda: registry.ensure_model(backend.model, **f))
+            resolver.serving(backend.model, resolved.artifact_uri)
+        except Exception:
+            log.exception("registering %s in the model registry failed", backend.model)
 
     async def load_all() -> None:
         # One at a time: loads are CPU-bound and share the machine with the server.
         for backend in lazy:
             await load(backend)
+        services.loading = False
 
     if lazy:
+        services.loading = True
         services.tasks.append(asyncio.create_task(load_all(), name="load-local-models"))
     return services
 
@@ -127,11 +153,25 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         services = await start_services(settings)
         try:
-            yield {"gateway": services.gateway, "services": services, "started_at": int(time.time())}
+            yield {
+                "gateway": services.gateway,
+                "services": services,
+                "registry": services.registry,
+                "started_at": int(time.time()),
+            }
         finally:
             await stop_services(services)
 
-    routes = [*chat.routes, *completions.routes, *embeddings.routes, *models.routes, *ops.routes]
+    from modelyard.http.admin import create_admin_app
+
+    routes = [
+        *chat.routes,
+        *completions.routes,
+        *embeddings.routes,
+        *models.routes,
+        *ops.routes,
+        Mount("/admin", app=create_admin_app(EXCEPTION_HANDLERS)),
+    ]
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -39,15 +39,11 @@ class LocalModelSettings(_Section):
     )
     is_base_model: bool = Field(
         default=False,
-        description="A base (not instruction-tuned) model: chat requests use `chat_template` when set.",
+        description="A base (not instruction-tuned) model; recorded in the registry. Chat still works "
+        "through the tokenizer's template or, for Gemma, the standard Gemma turn template.",
     )
     chat_template: str | None = Field(
-        default=None,
-        description="Jinja chat template used when the tokenizer has none (`gemma` names the built-in "
-        "Gemma turn template).",
-    )
-    max_loaded_context: int | None = Field(
-        default=None, ge=16, description="Cap on the context window (default: the model's own)."
+        default=None, description="Jinja chat template that replaces the tokenizer's own (default: keep it)."
     )
 
 
@@ -143,15 +139,16 @@ class Settings(_Section):
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     data_dir: Path = Field(default=Path("~/.local/share/modelyard"), description="Where state lives.")
+    model_cache_dir: Path | None = Field(
+        default=None, description="Where converted model weights are cached (default: data_dir/models)."
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the metadata store (default: SQLite in data_dir)."
     )
     local_models: list[LocalModelSettings] = Field(
         default_factory=lambda: [
             LocalModelSettings(name="smollm2-135m-instruct", source="packaged:smollm2-135m-instruct"),
-            LocalModelSettings(
-                name="gemma-3-270m", source="packaged:gemma-3-270m", is_base_model=True, chat_template="gemma"
-            ),
+            LocalModelSettings(name="gemma-3-270m", source="packaged:gemma-3-270m", is_base_model=True),
         ],
         description="Generative models served by the built-in engine.",
     )
@@ -199,6 +196,10 @@ class Settings(_Section):
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser()
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return (self.model_cache_dir or self.data_dir / "models").expanduser()
 
     @property
     def resolved_database_url(self) -> str:

@@ -279,3 +279,26 @@ def test_client_disconnect_frees_upstream(server: RemoteServer, mock_upstream: M
     stats = server.stats()
     assert stats["active_streams"] == 0
     assert all(d["in_flight"] == 0 for d in stats["deployments"])
+
+
+def test_registry_refs_and_alias_change_without_restart(server: RemoteServer) -> None:
+    emb = "all-minilm-l6-v2"
+    info = httpx.get(f"{server.url}/admin/models/{emb}").json()
+    assert [v["version"] for v in info["versions"]] == [1]  # registered at start-up
+    for ref in (emb, f"{emb}@production", f"{emb}:1"):
+        assert len(server.client.embeddings.create(model=ref, input="hi").data[0].embedding) == 384
+    with pytest.raises(openai.NotFoundError):
+        server.client.embeddings.create(model=f"{emb}@canary", input="hi")
+    with pytest.raises(openai.NotFoundError):
+        server.client.embeddings.create(model=f"{emb}:7", input="hi")
+    r = httpx.put(f"{server.url}/admin/models/{emb}/aliases/canary", json={"version": 1})
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 5
+    while True:  # the server notices the new alias by polling the registry revision
+        try:
+            server.client.embeddings.create(model=f"{emb}@canary", input="hi")
+            break
+        except openai.NotFoundError:
+            assert time.monotonic() < deadline, "alias change not picked up"
+            time.sleep(0.1)
+    assert server.client.models.retrieve(f"{emb}@canary").id == f"{emb}@canary"

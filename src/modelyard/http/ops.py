@@ -21,9 +21,9 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
     models = {d.name: d.backend.ready() for d in gateway.router.deployments()}
-    failed = request.state.services.failed
-    ok = all(models.values()) and not failed
-    return _json({"ready": ok, "deployments": models, "failed": failed}, 200 if ok else 503)
+    services = request.state.services
+    ok = all(models.values()) and not services.failed and not services.loading
+    return _json({"ready": ok, "deployments": models, "failed": services.failed}, 200 if ok else 503)
 
 
 async def stats(request: Request) -> Response:

@@ -21,8 +21,11 @@ class EmbeddingBackend:
     endpoints = frozenset({Endpoint.EMBEDDINGS})
     local = True
 
-    def __init__(self, name: str, model: str, load: Callable[[], Embedder]) -> None:
+    def __init__(
+        self, name: str, model: str, load: Callable[[], Embedder], artifact: str | None = None
+    ) -> None:
         self.name = name
+        self._artifact = artifact
         self.model = model
         self._load = load
         self._embedder: Embedder | None = None
@@ -40,6 +43,16 @@ class EmbeddingBackend:
 
     def stats(self) -> dict[str, Any]:
         return {"served_inputs": self.served_inputs}
+
+    def registry_fields(self) -> dict[str, Any]:
+        """What the registry records for this embedder (after ``start``)."""
+        assert self._embedder is not None and self._artifact is not None
+        return {
+            "artifact_uri": self._artifact,
+            "architecture": "sentence-transformers",
+            "context_length": self._embedder.max_input_tokens,
+            "serving_params": {"dimensions": self._embedder.dimensions},
+        }
 
     def _texts(self, req: EmbeddingRequest, embedder: Embedder) -> list[str]:
         raw = req.input
