@@ -37,8 +37,9 @@ def greedy(request_id: str, prompt: list[int], max_tokens: int = 12, **kw: Any) 
     return GenerateRequest(request_id, prompt, params, **kw)
 
 
-def run_staggered(engine: LLMEngine, requests: list[GenerateRequest], every: int = 1,
-                  on_step: Any = None) -> dict[str, list[list[int]]]:
+def run_staggered(
+    engine: LLMEngine, requests: list[GenerateRequest], every: int = 1, on_step: Any = None
+) -> dict[str, list[list[int]]]:
     """Add one request every ``every`` steps while stepping; token ids per request and choice."""
     pending = list(requests)
     tokens: dict[str, list[list[int]]] = {}

@@ -36,8 +36,14 @@ def test_matches_transformers_greedy(tiny_llama_dir: Any, alone: dict[str, list[
 
     hf = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
     ids = torch.tensor([PROMPTS[0]])
-    ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
-                      eos_token_id=None, pad_token_id=0)
+    ref = hf.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=12,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     assert alone["r0"] == ref[0, len(PROMPTS[0]) :].tolist()
 
 
@@ -86,7 +92,9 @@ def test_cache_salt_separates_tenants(tiny_loaded: Any) -> None:
     assert cached_tokens(engine, greedy("d", p, cache_salt="t1")) > 0
 
 
-def test_preemption_under_tiny_kv_budget_gives_same_tokens(tiny_loaded: Any, alone: dict[str, list[int]]) -> None:
+def test_preemption_under_tiny_kv_budget_gives_same_tokens(
+    tiny_loaded: Any, alone: dict[str, list[int]]
+) -> None:
     engine = make_engine(tiny_loaded, num_kv_blocks=24)  # 96 token slots for 8 requests of up to 51
     got = run_staggered(engine, [greedy(f"r{i}", p) for i, p in enumerate(PROMPTS)], every=1)
     assert engine.stats().num_preemptions > 0
@@ -97,16 +105,21 @@ def test_preemption_under_tiny_kv_budget_gives_same_tokens(tiny_loaded: Any, alo
 def test_chunked_prefill_gives_same_tokens(tiny_loaded: Any, alone: dict[str, list[int]]) -> None:
     engine = make_engine(tiny_loaded, max_num_batched_tokens=7, enable_prefix_caching=False)
     sizes: list[int] = []
-    got = run_staggered(engine, [greedy(f"r{i}", p) for i, p in enumerate(PROMPTS)], every=3,
-                        on_step=lambda e, s: sizes.append(e.stats().num_steps))
+    got = run_staggered(
+        engine,
+        [greedy(f"r{i}", p) for i, p in enumerate(PROMPTS)],
+        every=3,
+        on_step=lambda e, s: sizes.append(e.stats().num_steps),
+    )
     assert max(len(p) for p in PROMPTS) > 7  # prompts really were split over steps
     assert {k: v[0] for k, v in got.items()} == alone
     assert_no_leak(engine)
 
 
 def sample_req(rid: str, prompt: list[int], seed: int | None, n: int = 1) -> GenerateRequest:
-    return GenerateRequest(rid, prompt, SamplingParams(n=n, max_tokens=10, temperature=1.0, seed=seed,
-                                                       ignore_eos=True))
+    return GenerateRequest(
+        rid, prompt, SamplingParams(n=n, max_tokens=10, temperature=1.0, seed=seed, ignore_eos=True)
+    )
 
 
 def test_same_seed_same_sample_whatever_the_batch(tiny_loaded: Any) -> None:
@@ -127,8 +140,9 @@ def test_n_choices_share_prompt_and_free_blocks(tiny_loaded: Any) -> None:
     assert len(got) == 3 and all(len(c) == 10 for c in got) and len({tuple(c) for c in got}) > 1
     again = make_engine(tiny_loaded).generate([sample_req("x", p, 7, n=3)])["x"]
     assert again == got
-    greedy_n = make_engine(tiny_loaded).generate([GenerateRequest("g", p, SamplingParams(
-        n=2, max_tokens=8, temperature=0.0, ignore_eos=True))])["g"]
+    greedy_n = make_engine(tiny_loaded).generate(
+        [GenerateRequest("g", p, SamplingParams(n=2, max_tokens=8, temperature=0.0, ignore_eos=True))]
+    )["g"]
     assert greedy_n[0] == greedy_n[1]
     assert_no_leak(engine)
 
@@ -165,8 +179,9 @@ def test_finish_reasons_logprobs_and_usage(tiny_loaded: Any) -> None:
         assert lp.token_id == o.token_ids[0] and lp.logprob <= 0 and len(lp.top) == 2
         assert lp.top[0][0] == lp.token_id and math.isclose(lp.top[0][2], lp.logprob)  # greedy = top-1
     stop_on = outs[2].token_ids[0]
-    engine.add_request(GenerateRequest("s", p, SamplingParams(max_tokens=5, temperature=0.0,
-                                                              stop_token_ids=[stop_on])))
+    engine.add_request(
+        GenerateRequest("s", p, SamplingParams(max_tokens=5, temperature=0.0, stop_token_ids=[stop_on]))
+    )
     outs = []
     while engine.has_unfinished():
         outs += engine.step()

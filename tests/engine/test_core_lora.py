@@ -25,8 +25,9 @@ def write_adapter(base: Path, out: Path, *, r: int, targets: list[str], seed: in
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets,
-                                                  init_lora_weights=False))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, init_lora_weights=False)
+    )
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_" in name:
@@ -45,8 +46,9 @@ def adapters(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture
-def lora_engine_factory(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory,
-                        adapters: dict[str, Path]) -> Any:
+def lora_engine_factory(
+    tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory, adapters: dict[str, Path]
+) -> Any:
     def build(**overrides: Any) -> Any:
         engine = make_engine(load_tiny(tiny_llama_dir, tmp_path_factory), **overrides)  # own model copy
         for name, path in adapters.items():
@@ -59,8 +61,9 @@ def lora_engine_factory(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathF
 LORAS = [None, "x", "y"]
 
 
-def test_mixed_adapter_batch_equals_each_alone(lora_engine_factory: Any, tiny_llama_dir: Path,
-                                               adapters: dict[str, Path]) -> None:
+def test_mixed_adapter_batch_equals_each_alone(
+    lora_engine_factory: Any, tiny_llama_dir: Path, adapters: dict[str, Path]
+) -> None:
     reqs = [greedy(f"r{i}", p, max_tokens=8, lora=LORAS[i % 3]) for i, p in enumerate(PROMPTS)]
     alone = {}
     for r in reqs:
@@ -74,11 +77,18 @@ def test_mixed_adapter_batch_equals_each_alone(lora_engine_factory: Any, tiny_ll
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32),
-                                       adapters["x"]).merge_and_unload()
+    merged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32), adapters["x"]
+    ).merge_and_unload()
     ids = torch.tensor([PROMPTS[1]])
-    ref = merged.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
-                          eos_token_id=None, pad_token_id=0)
+    ref = merged.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=8,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     assert alone["r1"] == ref[0, len(PROMPTS[1]) :].tolist()
 
 

@@ -23,8 +23,9 @@ QUESTIONS = [
 
 
 def chat(loaded: Any, text: str) -> list[int]:
-    ids = loaded.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                               tokenize=True)
+    ids = loaded.tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+    )
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
@@ -41,8 +42,10 @@ def req(rid: str, prompt: list[int], **kw: Any) -> GenerateRequest:
 
 def test_batched_cached_chunked_equal_alone(smollm2_loaded: Any) -> None:
     reqs = [req(f"q{i}", chat(smollm2_loaded, q)) for i, q in enumerate(QUESTIONS)]
-    alone = {r.request_id: engine(smollm2_loaded, enable_prefix_caching=False).generate([r])[r.request_id]
-             for r in reqs}
+    alone = {
+        r.request_id: engine(smollm2_loaded, enable_prefix_caching=False).generate([r])[r.request_id]
+        for r in reqs
+    }
     eng = engine(smollm2_loaded, max_num_batched_tokens=16, num_kv_blocks=16)  # chunks + preemption
     got = run_staggered(eng, reqs, every=2)
     assert got == alone

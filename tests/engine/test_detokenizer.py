@@ -73,7 +73,9 @@ def test_held_back_text_is_released_when_it_stops_matching(tokenizer: Any) -> No
 def test_max_tokens_finishes_with_length_and_flushes(tokenizer: Any) -> None:
     deltas, detok = run(tokenizer, "one two three four five", stop=["fivex"], max_tokens=3)
     assert detok.finish_reason is FinishReason.LENGTH
-    assert "".join(deltas) == tokenizer.decode(tokenizer.encode("one two three four five", add_special_tokens=False)[:3])
+    assert "".join(deltas) == tokenizer.decode(
+        tokenizer.encode("one two three four five", add_special_tokens=False)[:3]
+    )
 
 
 def test_eos_and_stop_token_ids_finish_without_text(tokenizer: Any) -> None:
@@ -82,9 +84,14 @@ def test_eos_and_stop_token_ids_finish_without_text(tokenizer: Any) -> None:
     d = IncrementalDetokenizer(tokenizer, prompt, SamplingParams(max_tokens=50), {tokenizer.eos_token_id})
     text = "".join(d.add(t) for t in ids) + d.add(tokenizer.eos_token_id)
     assert len(ids) > 1 and text == " fine, thanks" and d.finish_reason is FinishReason.STOP
-    d = IncrementalDetokenizer(tokenizer, prompt, SamplingParams(max_tokens=50, stop_token_ids=[ids[-1]]), set())
-    assert d.add(ids[0]) + d.add(ids[-1]) == tokenizer.decode(ids[:1]) and d.finish_reason is FinishReason.STOP
-    d = IncrementalDetokenizer(tokenizer, prompt, SamplingParams(max_tokens=50, ignore_eos=True),
-                               {tokenizer.eos_token_id})
+    d = IncrementalDetokenizer(
+        tokenizer, prompt, SamplingParams(max_tokens=50, stop_token_ids=[ids[-1]]), set()
+    )
+    assert (
+        d.add(ids[0]) + d.add(ids[-1]) == tokenizer.decode(ids[:1]) and d.finish_reason is FinishReason.STOP
+    )
+    d = IncrementalDetokenizer(
+        tokenizer, prompt, SamplingParams(max_tokens=50, ignore_eos=True), {tokenizer.eos_token_id}
+    )
     d.add(tokenizer.eos_token_id)
     assert d.finish_reason is None

@@ -14,8 +14,9 @@ CPU = torch.device("cpu")
 V = 50
 
 
-def seq(params: SamplingParams, prompt: list[int] | None = None, output: list[int] | None = None,
-        index: int = 0) -> Sequence:
+def seq(
+    params: SamplingParams, prompt: list[int] | None = None, output: list[int] | None = None, index: int = 0
+) -> Sequence:
     s = Sequence(1, "r", index, prompt or [1, 2, 3], params)
     s.token_ids.extend(output or [])
     if params.seed is not None:
@@ -124,7 +125,10 @@ def test_presence_and_frequency_penalties_match_openai_formula() -> None:
 def test_logprobs_are_raw_log_softmax_with_top_alternatives() -> None:
     torch.manual_seed(8)
     logits = torch.randn(2, V)
-    rows = [seq(SamplingParams(temperature=0.0, logprobs=3)), seq(SamplingParams(temperature=0.5, logprobs=0))]
+    rows = [
+        seq(SamplingParams(temperature=0.0, logprobs=3)),
+        seq(SamplingParams(temperature=0.5, logprobs=0)),
+    ]
     out = Sampler(CPU, seed=0)(logits, rows)
     ref = torch.log_softmax(logits, -1)
     for r in range(2):

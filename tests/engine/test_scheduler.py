@@ -30,25 +30,57 @@ def reference(prompt: list[int], max_tokens: int) -> list[int]:
 
 
 class FakeEngine:
-    def __init__(self, num_blocks: int, block_size: int = 4, budget: int = 64, max_seqs: int = 8,
-                 caching: bool = True, max_loras: int = 8, threshold: int = 0) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int = 4,
+        budget: int = 64,
+        max_seqs: int = 8,
+        caching: bool = True,
+        max_loras: int = 8,
+        threshold: int = 0,
+    ) -> None:
         self.bm = BlockManager(num_blocks, block_size, caching)
-        self.sched = Scheduler(self.bm, max_num_seqs=max_seqs, max_num_batched_tokens=budget,
-                               max_loras=max_loras, long_prefill_token_threshold=threshold)
+        self.sched = Scheduler(
+            self.bm,
+            max_num_seqs=max_seqs,
+            max_num_batched_tokens=budget,
+            max_loras=max_loras,
+            long_prefill_token_threshold=threshold,
+        )
         self.kv: dict[int, tuple[int, int]] = {}
         self.next_id = 0
         self.steps: list[list[tuple[Sequence, int]]] = []
         self.preemptions = 0
 
-    def add(self, prompt: list[int], max_tokens: int, *, n: int = 1, priority: int = 0,
-            lora: str | None = None, salt: str | None = None) -> list[Sequence]:
+    def add(
+        self,
+        prompt: list[int],
+        max_tokens: int,
+        *,
+        n: int = 1,
+        priority: int = 0,
+        lora: str | None = None,
+        salt: str | None = None,
+    ) -> list[Sequence]:
         params = SamplingParams(n=n, max_tokens=max_tokens)
         seqs = []
         for i in range(n):
             self.next_id += 1
-            seqs.append(Sequence(self.next_id, f"r{self.next_id}", i, prompt, params, lora=lora,
-                                 lora_id=hash(lora) % 1000 if lora else 0, cache_salt=salt,
-                                 priority=priority, arrival=self.next_id))
+            seqs.append(
+                Sequence(
+                    self.next_id,
+                    f"r{self.next_id}",
+                    i,
+                    prompt,
+                    params,
+                    lora=lora,
+                    lora_id=hash(lora) % 1000 if lora else 0,
+                    cache_salt=salt,
+                    priority=priority,
+                    arrival=self.next_id,
+                )
+            )
         seqs[0].pending_forks = seqs[1:]
         self.sched.add(seqs[0])
         return seqs

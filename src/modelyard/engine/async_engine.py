@@ -40,8 +40,9 @@ class AsyncEngine:
         self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
 
     @classmethod
-    def from_source(cls, source: str | Path, engine_config: EngineConfig | None = None, *,
-                    cache_dir: Path) -> AsyncEngine:
+    def from_source(
+        cls, source: str | Path, engine_config: EngineConfig | None = None, *, cache_dir: Path
+    ) -> AsyncEngine:
         return cls(LLMEngine.from_source(source, engine_config, cache_dir=cache_dir))
 
     # ---- what the gateway reads ---------------------------------------------------------------
@@ -124,7 +125,7 @@ class AsyncEngine:
         finally:
             self._streams.pop(rid, None)
             if not done:
-                self._submit(lambda e: e.abort(rid))
+                self._submit(lambda e: self._drop(e.abort(rid)))
 
     def abort(self, request_id: str) -> None:
         """Abort a request; its stream ends with a ``finish_reason="abort"`` output."""
@@ -167,6 +168,10 @@ class AsyncEngine:
             return
         self._submit(command)
         await future
+
+    @staticmethod
+    def _drop(_: list[RequestOutput]) -> None:
+        """Closing outputs of a request whose consumer already left go nowhere."""
 
     def _add(self, engine: LLMEngine, request: GenerateRequest) -> None:
         try:

@@ -61,7 +61,9 @@ class EngineConfig:
         for name in ("max_model_len", "num_kv_blocks", "kv_cache_bytes", "num_threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"engine.{name}={value!r} is invalid: set a positive integer or leave it unset")
+                raise ConfigError(
+                    f"engine.{name}={value!r} is invalid: set a positive integer or leave it unset"
+                )
         if self.long_prefill_token_threshold < 0:
             raise ConfigError(
                 f"engine.long_prefill_token_threshold={self.long_prefill_token_threshold!r} is invalid: "

@@ -75,7 +75,9 @@ class LLMEngine:
         if config.num_threads is not None and self.device.type == "cpu":
             torch.set_num_threads(config.num_threads)
         self.runner = ModelRunner(loaded.model, loaded.config, config, dtype=self.dtype, device=self.device)
-        self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.block_manager = BlockManager(
+            self.runner.num_blocks, config.block_size, config.enable_prefix_caching
+        )
         self.max_model_len = min(
             config.max_model_len or loaded.config.max_position_embeddings,
             loaded.config.max_position_embeddings,
@@ -100,14 +102,20 @@ class LLMEngine:
         self._steps = 0
 
     @classmethod
-    def from_source(cls, source: str | Path, engine_config: EngineConfig | None = None, *,
-                    cache_dir: Path) -> LLMEngine:
+    def from_source(
+        cls, source: str | Path, engine_config: EngineConfig | None = None, *, cache_dir: Path
+    ) -> LLMEngine:
         """Load ``source`` (GGUF file, HF folder or packaged name) with the config's dtype and device."""
         from modelyard.engine.loader import load_model
 
         config = engine_config or EngineConfig()
-        loaded = load_model(source, cache_dir=cache_dir, dtype=config.resolved_dtype(),
-                            device=config.resolved_device(), quantization=config.quantization)
+        loaded = load_model(
+            source,
+            cache_dir=cache_dir,
+            dtype=config.resolved_dtype(),
+            device=config.resolved_device(),
+            quantization=config.quantization,
+        )
         return cls(loaded, config)
 
     # ---- requests -----------------------------------------------------------------------------
@@ -120,7 +128,8 @@ class LLMEngine:
         if n_prompt >= self.max_model_len:
             raise ContextLengthExceeded(
                 f"the prompt has {n_prompt} tokens but this model's context is {self.max_model_len}; "
-                "shorten the prompt", param="messages",
+                "shorten the prompt",
+                param="messages",
             )
         vocab = self.model_config.vocab_size
         if min(req.prompt_token_ids) < 0 or max(req.prompt_token_ids) >= vocab:
@@ -135,8 +144,16 @@ class LLMEngine:
             (-2 <= p.presence_penalty <= 2, "presence_penalty", "must be in [-2, 2]"),
             (-2 <= p.frequency_penalty <= 2, "frequency_penalty", "must be in [-2, 2]"),
             (p.repetition_penalty > 0, "repetition_penalty", "must be > 0"),
-            (p.logprobs is None or 0 <= p.logprobs <= MAX_LOGPROBS, "logprobs", f"must be in [0, {MAX_LOGPROBS}]"),
-            (p.n <= self.config.max_num_seqs, "n", f"must be at most max_num_seqs={self.config.max_num_seqs}"),
+            (
+                p.logprobs is None or 0 <= p.logprobs <= MAX_LOGPROBS,
+                "logprobs",
+                f"must be in [0, {MAX_LOGPROBS}]",
+            ),
+            (
+                p.n <= self.config.max_num_seqs,
+                "n",
+                f"must be at most max_num_seqs={self.config.max_num_seqs}",
+            ),
         ]
         for ok, name, msg in checks:
             if not ok:
@@ -153,13 +170,23 @@ class LLMEngine:
         lora_id = self._lora_ids.get(req.lora, 0) if req.lora else 0
         seqs = []
         for i in range(req.params.n):
-            seq = Sequence(next(self._seq_ids), req.request_id, i, req.prompt_token_ids, req.params,
-                           lora=req.lora, lora_id=lora_id, cache_salt=req.cache_salt,
-                           priority=req.priority, arrival=arrival)
+            seq = Sequence(
+                next(self._seq_ids),
+                req.request_id,
+                i,
+                req.prompt_token_ids,
+                req.params,
+                lora=req.lora,
+                lora_id=lora_id,
+                cache_salt=req.cache_salt,
+                priority=req.priority,
+                arrival=arrival,
+            )
             if req.params.seed is not None:
                 seq.generator = make_generator(req.params.seed, i, self.device)
-            seq.detok = IncrementalDetokenizer(self.tokenizer, req.prompt_token_ids, req.params,
-                                               self.eos_token_ids, self.max_model_len)
+            seq.detok = IncrementalDetokenizer(
+                self.tokenizer, req.prompt_token_ids, req.params, self.eos_token_ids, self.max_model_len
+            )
             seqs.append(seq)
         seqs[0].pending_forks = seqs[1:]
         self._requests[req.request_id] = _Request(req, seqs, open_choices=set(range(req.params.n)))
@@ -230,8 +257,9 @@ class LLMEngine:
         return outputs
 
     def _usage(self, state: _Request) -> Usage:
-        return Usage(len(state.request.prompt_token_ids), state.completion_tokens,
-                     state.seqs[0].num_cached_tokens or 0)
+        return Usage(
+            len(state.request.prompt_token_ids), state.completion_tokens, state.seqs[0].num_cached_tokens or 0
+        )
 
     def _text_of(self, token_id: int) -> str:
         text = self._token_text.get(token_id)
@@ -296,7 +324,7 @@ class LLMEngine:
         """Run ``requests`` to completion; token ids per request and choice (tests, offline use)."""
         for r in requests:
             self.add_request(r)
-        tokens = {r.request_id: [[] for _ in range(r.params.n)] for r in requests}
+        tokens: dict[str, list[list[int]]] = {r.request_id: [[] for _ in range(r.params.n)] for r in requests}
         while self.has_unfinished():
             for o in self.step():
                 if o.request_id in tokens:

@@ -26,8 +26,19 @@ class IncrementalDetokenizer:
     """Turns one choice's generated tokens into text deltas and decides when it stops."""
 
     __slots__ = (
-        "tokenizer", "params", "eos_token_ids", "ids", "prefix_offset", "read_offset", "text",
-        "emitted", "finish_reason", "num_generated", "max_total_tokens", "_max_stop_len", "num_prompt",
+        "tokenizer",
+        "params",
+        "eos_token_ids",
+        "ids",
+        "prefix_offset",
+        "read_offset",
+        "text",
+        "emitted",
+        "finish_reason",
+        "num_generated",
+        "max_total_tokens",
+        "_max_stop_len",
+        "num_prompt",
     )
 
     def __init__(
@@ -70,7 +81,8 @@ class IncrementalDetokenizer:
         if self.params.stop and self._check_stop():
             return self._flush()
         if self.num_generated >= self.params.max_tokens or (
-            self.max_total_tokens is not None and self.num_prompt + self.num_generated >= self.max_total_tokens
+            self.max_total_tokens is not None
+            and self.num_prompt + self.num_generated >= self.max_total_tokens
         ):
             self.finish_reason = FinishReason.LENGTH
             return self._flush()

@@ -172,7 +172,9 @@ class BlockManager:
         """Share the parent's computed prompt blocks with a child (see the module docstring)."""
         if child.block_table:
             raise ValueError("fork target already holds blocks")
-        k = min((parent.num_prompt_tokens - 1) // self.block_size, parent.num_computed_tokens // self.block_size)
+        k = min(
+            (parent.num_prompt_tokens - 1) // self.block_size, parent.num_computed_tokens // self.block_size
+        )
         shared = parent.block_table[:k]
         for b in shared:
             self._ref[b] += 1

@@ -32,15 +32,22 @@ class StepResult:
 class ModelRunner:
     """Builds the step's :class:`ForwardBatch`, runs forward + logits + sampling."""
 
-    def __init__(self, model: Any, model_config: Any, config: EngineConfig, *, dtype: torch.dtype,
-                 device: torch.device) -> None:
+    def __init__(
+        self, model: Any, model_config: Any, config: EngineConfig, *, dtype: torch.dtype, device: torch.device
+    ) -> None:
         self.model = model
         self.device = device
         self.dtype = dtype
         self.block_size = config.block_size
         mc = model_config
         bytes_per_block = (
-            2 * mc.num_layers * config.block_size * mc.num_kv_heads * mc.head_dim * torch.finfo(dtype).bits // 8
+            2
+            * mc.num_layers
+            * config.block_size
+            * mc.num_kv_heads
+            * mc.head_dim
+            * torch.finfo(dtype).bits
+            // 8
         )
         self.num_blocks = config.num_blocks_for(bytes_per_block)
         shape = (self.num_blocks, config.block_size, mc.num_kv_heads, mc.head_dim)

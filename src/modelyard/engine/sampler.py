@@ -77,7 +77,7 @@ class Sampler:
         if raw is not None:
             chosen = raw.gather(1, tokens.view(-1, 1)).view(-1).tolist()
             k = max(p.logprobs or 0 for p in params)
-            top_v, top_i = (raw.topk(k, dim=-1) if k > 0 else (None, None))
+            top_v, top_i = raw.topk(k, dim=-1) if k > 0 else (None, None)
             tv = top_v.tolist() if top_v is not None else None
             ti = top_i.tolist() if top_i is not None else None
             for r, p in enumerate(params):
@@ -107,7 +107,9 @@ class Sampler:
         pres = torch.tensor([p.presence_penalty for p in params], device=dev).unsqueeze(1)
         logits.sub_(freq * counts + pres * (counts > 0).to(logits.dtype))
 
-    def _sample(self, logits: torch.Tensor, seqs: list[Sequence], greedy: list[bool], vocab: int) -> torch.Tensor:
+    def _sample(
+        self, logits: torch.Tensor, seqs: list[Sequence], greedy: list[bool], vocab: int
+    ) -> torch.Tensor:
         dev = logits.device
         params = [s.params for s in seqs]
         greedy_t = torch.tensor(greedy, device=dev)

@@ -30,9 +30,26 @@ class Sequence:
     """
 
     __slots__ = (
-        "seq_id", "request_id", "index", "token_ids", "num_prompt_tokens", "params", "lora", "lora_id",
-        "cache_salt", "priority", "arrival", "status", "num_computed_tokens", "num_cached_tokens",
-        "block_table", "block_hashes", "finish_reason", "generator", "detok", "pending_forks",
+        "seq_id",
+        "request_id",
+        "index",
+        "token_ids",
+        "num_prompt_tokens",
+        "params",
+        "lora",
+        "lora_id",
+        "cache_salt",
+        "priority",
+        "arrival",
+        "status",
+        "num_computed_tokens",
+        "num_cached_tokens",
+        "block_table",
+        "block_hashes",
+        "finish_reason",
+        "generator",
+        "detok",
+        "pending_forks",
         "output_logprobs",
     )
 
