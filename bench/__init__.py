@@ -1,0 +1,1 @@
+"""Benchmarks of modelyard: ``python -m bench.engine`` (the inference engine) and ``bench.gateway``."""
