@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import RemoteServer
+from servers import RemoteServer
 
 pytestmark = pytest.mark.slow
 

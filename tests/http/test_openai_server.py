@@ -16,7 +16,7 @@ import openai
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import MockUpstream, RemoteServer
+    from servers import MockUpstream, RemoteServer
 
 MSG = [{"role": "user", "content": "one two three four five"}]
 

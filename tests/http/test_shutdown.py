@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import MockUpstream, RemoteServer
+from servers import MockUpstream, RemoteServer
 
 
 def test_sigterm_drains_in_flight_stream(mock_upstream: MockUpstream, tmp_path: Path) -> None:
