@@ -1,0 +1,114 @@
+"""Weight-only quantization of a loaded model's Linear layers (int8 or int4), in place.
+
+- ``int8``: symmetric per-output-channel, ``W ≈ q * scale``; CPU matmul by
+  ``aten._weight_int8pack_mm`` (activations stay in the model dtype).
+- ``int4``: asymmetric per group of 32 input channels (64 or 128 where 32 does not divide;
+  32 matches the blocks of GGUF Q4 checkpoints, so their weights survive almost exactly),
+  packed for ``aten._weight_int4pack_mm_for_cpu``; a layer no group size fits, or a non-CPU
+  device, gets int8 instead.
+
+Embeddings and the LM head stay in the model dtype: the embedding is a gather (no matmul to
+speed up), and the head's rounding would show directly in the logits. LoRA keeps working: the
+adapters add their delta on top of the quantized matmul.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from modelyard.engine.layers.linear import Int4Weight, Int8Weight, Linear
+from modelyard.errors import ConfigError
+
+MODES = ("int8", "int4")
+_GROUP_SIZES = (32, 64, 128)  # smallest first: GGUF Q4 checkpoints use blocks of 32
+
+
+def _int8_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    w = weight.float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
+def _int4_codes(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    out_f, in_f = weight.shape
+    w = weight.float().reshape(out_f, in_f // group_size, group_size)
+    w_max, w_min = w.amax(dim=-1), w.amin(dim=-1)
+    scale = (w_max - w_min).clamp(min=1e-6) / 15.0
+    zero = w_min + scale * 8.0  # the kernel computes (q - 8) * scale + zero
+    q = torch.round((w - w_min[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
+    return q.reshape(out_f, in_f), scale, zero
+
+
+def group_size_for(in_features: int) -> int | None:
+    """The int4 group size used for a layer with ``in_features`` inputs (None: int8 instead)."""
+    return next((g for g in _GROUP_SIZES if in_features % g == 0), None)
+
+
+def quantize_int8(weight: torch.Tensor) -> Int8Weight:
+    """Per-output-channel symmetric int8 of ``weight [out, in]``."""
+    q, scale = _int8_codes(weight)
+    return Int8Weight(q=q.contiguous(), scale=scale.to(weight.dtype))
+
+
+def quantize_int4(weight: torch.Tensor, group_size: int) -> Int4Weight:
+    """Grouped asymmetric int4 of ``weight [out, in]`` in the CPU int4pack layout."""
+    q, scale, zero = _int4_codes(weight, group_size)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), 2)
+    scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(weight.dtype)
+    return Int4Weight(
+        packed=packed, scales_zeros=scales_zeros, group_size=group_size, out_features=weight.shape[0]
+    )
+
+
+def fake_quantize(weight: torch.Tensor, mode: str) -> torch.Tensor:
+    """``weight`` rounded as ``quantize_`` would store it, back in float32 (a reference for tests)."""
+    group = group_size_for(weight.shape[1])
+    if mode == "int4" and group is not None:
+        q, scale, zero = _int4_codes(weight, group)
+        deq = (q.reshape(weight.shape[0], -1, group).float() - 8.0) * scale[..., None] + zero[..., None]
+        return deq.reshape(weight.shape)
+    q, scale = _int8_codes(weight)
+    return q.float() * scale[:, None]
+
+
+def _skip(model: nn.Module) -> set[int]:
+    head = getattr(model, "lm_head", None)
+    return {id(head)} if head is not None else set()
+
+
+def quantize_(model: nn.Module, mode: str) -> None:
+    """Replace every Linear's weight (except the LM head) by its ``mode`` quantized form, in place."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown quantization {mode!r}; choose one of {', '.join(MODES)}")
+    skip = _skip(model)
+    for module in model.modules():
+        if not isinstance(module, Linear) or id(module) in skip or module.weight is None:
+            continue
+        weight = module.weight.data
+        group = group_size_for(module.in_features)
+        if mode == "int4" and group is not None and weight.device.type == "cpu":
+            module.qweight = quantize_int4(weight, group)
+        else:
+            module.qweight = quantize_int8(weight)
+        module.weight = None
+
+
+def weight_bytes(model: nn.Module, *, linear_only: bool = False) -> int:
+    """Bytes of resident base weights (quantized payload + scales; LoRA stacks not counted).
+
+    ``linear_only``: just the Linears that ``quantize_`` converts (not embeddings, norms, LM head).
+    """
+    skip = _skip(model)
+    total = 0
+    for module in model.modules():
+        if isinstance(module, Linear) and not (linear_only and id(module) in skip):
+            if module.qweight is not None:
+                total += module.qweight.nbytes()
+            for p in (module.weight, module.bias):
+                if p is not None:
+                    total += p.numel() * p.element_size()
+        elif not linear_only and not isinstance(module, Linear):
+            for p in module.parameters(recurse=False):
+                total += p.numel() * p.element_size()
+    return total
