@@ -27,6 +27,8 @@ from modelyard.gateway.backends.openai_compat import OpenAICompatBackend
 from modelyard.gateway.pipeline import Gateway
 from modelyard.gateway.resolver import RegistryResolver
 from modelyard.gateway.router import Router
+from modelyard.http import logs as logs_http
+from modelyard.http import metrics as metrics_http
 from modelyard.http import ops
 from modelyard.http.errors import EXCEPTION_HANDLERS
 from modelyard.http.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -48,6 +50,7 @@ class Services:
     loading: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)
+    monitor: Any = None
 
 
 def _build_backends(settings: Settings) -> tuple[list[tuple[Backend, float]], list[Backend]]:
@@ -94,6 +97,10 @@ async def start_services(settings: Settings) -> Services:
         settings, Gateway(router, resolver, settings.limits), [b for b, _ in eager] + lazy, registry
     )
     services.closers.append(registry.close)
+    from modelyard.monitoring.monitor import Monitor
+
+    services.monitor = Monitor(settings, services.gateway)
+    services.monitor.start()
     services.tasks.append(asyncio.create_task(resolver.poll(settings.registry_poll_s), name="registry-poll"))
 
     async def load(backend: Backend) -> None:
@@ -134,6 +141,8 @@ async def stop_services(services: Services) -> None:
             services.gateway.active_streams,
             services.settings.drain_timeout_s,
         )
+    if services.monitor is not None:
+        await services.monitor.stop()
     for task in services.tasks:
         task.cancel()
     await asyncio.gather(*services.tasks, return_exceptions=True)
@@ -157,6 +166,7 @@ def create_app(settings: Settings) -> Starlette:
                 "gateway": services.gateway,
                 "services": services,
                 "registry": services.registry,
+                "monitor": services.monitor,
                 "started_at": int(time.time()),
             }
         finally:
@@ -170,6 +180,8 @@ def create_app(settings: Settings) -> Starlette:
         *embeddings.routes,
         *models.routes,
         *ops.routes,
+        *metrics_http.routes,
+        *logs_http.routes,
         Mount("/admin", app=create_admin_app(EXCEPTION_HANDLERS)),
     ]
     return Starlette(

@@ -132,6 +132,56 @@ class LimitSettings(_Section):
     max_embedding_inputs: int = Field(default=2048, ge=1, description="Most inputs in one embeddings call.")
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry traces: one span per request with GenAI attributes (see monitoring/tracing.py)."""
+
+    exporter: Literal["auto", "otlp", "file", "console", "none"] = Field(
+        default="auto",
+        description="`otlp` (endpoint, headers, protocol from the standard `OTEL_*` variables), `file` "
+        "(JSON lines at `file_path`), `console`, `none`; `auto` = `otlp` when `OTEL_EXPORTER_OTLP_ENDPOINT` "
+        "or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, else `none`.",
+    )
+    file_path: Path | None = Field(default=None, description="Span file for `exporter: file`.")
+    token_events_every: int = Field(
+        default=1, ge=0, description="Record every N-th streamed chunk as a span event (0: none)."
+    )
+    max_token_events: int = Field(default=512, ge=0, description="Most token events on one span.")
+    capture_content: bool = Field(
+        default=False, description="Put the chunk text on token events (prompts/outputs may be sensitive)."
+    )
+
+
+class RequestLogSettings(_Section):
+    """The request log: prompts and responses stored off the hot path (see monitoring/requestlog)."""
+
+    enabled: bool = Field(default=True, description="Log requests at all.")
+    sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of requests logged.")
+    buffer_size: int = Field(
+        default=10_000, ge=1, description="Records held in memory; beyond it new records are dropped (counted)."
+    )
+    batch_size: int = Field(default=256, ge=1, description="Most records written in one transaction.")
+    flush_interval_s: float = Field(default=1.0, gt=0, description="Longest wait before a partial batch.")
+    max_text_chars: int = Field(
+        default=32_768, ge=0, description="Prompt and response text are cut to this many characters."
+    )
+    redact: list[Literal["secrets", "email", "phone", "card"]] = Field(
+        default_factory=lambda: ["secrets", "email", "phone", "card"],
+        description="Built-in redaction patterns applied before anything is stored.",
+    )
+    redact_patterns: list[str] = Field(
+        default_factory=list, description="Extra regular expressions whose matches are replaced by [REDACTED]."
+    )
+    retention_days: float = Field(default=30.0, gt=0, description="Records older than this are deleted.")
+
+
+class MonitoringSettings(_Section):
+    """Metrics, tracing and the request log; `enabled: false` turns all three off."""
+
+    enabled: bool = Field(default=True, description="Observe requests at all.")
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
+
+
 class Settings(_Section):
     """Everything `modelyard serve` needs; see each field's description."""
 
@@ -174,6 +224,7 @@ class Settings(_Section):
     drain_timeout_s: float = Field(
         default=30.0, ge=0, description="Grace period for in-flight streams on shutdown."
     )
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -24,6 +24,7 @@ from modelyard.errors import (
 )
 from modelyard.gateway.backends.base import BackendRequest, Endpoint, ParsedRequest
 from modelyard.gateway.router import Attempt, Router
+from modelyard.monitoring.observer import NULL_OBSERVER, RequestObserver
 from modelyard.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from modelyard.settings import LimitSettings
 
@@ -108,13 +109,19 @@ class Gateway:
         return ready
 
     async def complete(
-        self, endpoint: Endpoint, parsed: ParsedRequest, body: dict[str, Any], request_id: str
+        self,
+        endpoint: Endpoint,
+        parsed: ParsedRequest,
+        body: dict[str, Any],
+        request_id: str,
+        observer: RequestObserver = NULL_OBSERVER,
     ) -> bytes:
         """The full JSON response body from the first deployment that answers."""
         req = await self._prepare(endpoint, parsed, body, request_id)
         last: ModelyardError | None = None
         for dep in self._candidates(req):
             with self.router.track(dep) as attempt:
+                observer.dispatched(dep.backend)
                 try:
                     out = await dep.backend.complete(req)
                 except RETRY_ELSEWHERE as exc:
@@ -132,7 +139,12 @@ class Gateway:
         raise last
 
     async def open_stream(
-        self, endpoint: Endpoint, parsed: ParsedRequest, body: dict[str, Any], request_id: str
+        self,
+        endpoint: Endpoint,
+        parsed: ParsedRequest,
+        body: dict[str, Any],
+        request_id: str,
+        observer: RequestObserver = NULL_OBSERVER,
     ) -> StreamHandle:
         """A stream whose first payload is already in hand; the caller must ``aclose`` it."""
         req = await self._prepare(endpoint, parsed, body, request_id)
@@ -140,6 +152,7 @@ class Gateway:
         for dep in self._candidates(req):
             tracker = self.router.track(dep)
             attempt = tracker.__enter__()
+            observer.dispatched(dep.backend)
             agen = dep.backend.stream(req)
             try:
                 first = await agen.__anext__()

@@ -15,6 +15,8 @@ from modelyard.errors import InvalidRequest
 from modelyard.gateway.backends.base import Endpoint
 from modelyard.gateway.pipeline import Gateway
 from modelyard.http.sse import EventStreamResponse
+from modelyard.monitoring.monitor import observe_request
+from modelyard.monitoring.observer import ObservedStream
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,9 +43,17 @@ def post_handler(endpoint: Endpoint, model: type[BaseModel]) -> Callable[[Reques
         body, parsed = await parse_body(request, model)
         gateway: Gateway = request.state.gateway
         rid: str = request.state.request_id
-        if getattr(parsed, "stream", False):
-            return EventStreamResponse(await gateway.open_stream(endpoint, parsed, body, rid))  # type: ignore[arg-type]
-        out = await gateway.complete(endpoint, parsed, body, rid)  # type: ignore[arg-type]
+        obs = observe_request(request, endpoint, parsed, body)
+        try:
+            with obs.activate():
+                if getattr(parsed, "stream", False):
+                    handle = await gateway.open_stream(endpoint, parsed, body, rid, obs)  # type: ignore[arg-type]
+                    return EventStreamResponse(ObservedStream(handle, obs))
+                out = await gateway.complete(endpoint, parsed, body, rid, obs)  # type: ignore[arg-type]
+        except Exception as exc:
+            obs.failed(exc)
+            raise
+        obs.completed(out)
         return Response(out, media_type="application/json")
 
     handle.__name__ = f"create_{endpoint.name.lower()}"

@@ -1,0 +1,98 @@
+"""Bounded metric labels: where the tenant comes from, and the closed sets of causes and reasons.
+
+Every label value a metric carries comes from here, so cardinality is bounded by construction:
+models are served names (anything else is ``unknown``), tenants are the authenticated tenant's id
+(``anonymous`` until auth says otherwise), causes and reasons are closed vocabularies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from modelyard.errors import ModelyardError
+
+ANONYMOUS = "anonymous"
+SYSTEM = "system"
+UNKNOWN_MODEL = "unknown"
+DISCONNECT_STATUS = 499  # nginx's "client closed request"
+
+FAILURE_CAUSES = frozenset(
+    {
+        "invalid_request",
+        "context_length_exceeded",
+        "payload_too_large",
+        "authentication",
+        "permission",
+        "not_found",
+        "rate_limit",
+        "budget",
+        "guardrail",
+        "over_capacity",
+        "upstream",
+        "timeout",
+        "engine",
+        "internal",
+    }
+)
+REJECTION_CAUSES = {"rate_limit": "rate_limit", "budget": "budget", "guardrail": "guardrail"}
+
+
+def tenant_label(state: Mapping[str, Any] | Any) -> str:
+    """The tenant of a request from its ASGI ``scope["state"]`` (or ``request.state``).
+
+    The one place that knows where tenancy puts it: the auth middleware's ``principal``
+    (``tenant_id``; a system key without a tenant is ``system``), else ``tenant`` as a string or an
+    object with ``id`` / ``name``. Without either the request is ``anonymous``.
+    """
+
+    def get(name: str) -> Any:
+        return state.get(name) if isinstance(state, Mapping) else getattr(state, name, None)
+
+    principal = get("principal")
+    if principal is not None:
+        tenant_id = getattr(principal, "tenant_id", None)
+        if tenant_id is not None:
+            return str(tenant_id)
+        return ANONYMOUS if getattr(principal, "anonymous", True) else SYSTEM
+    tenant = get("tenant")
+    if tenant is None:
+        return ANONYMOUS
+    if isinstance(tenant, str):
+        return tenant or ANONYMOUS
+    for attr in ("id", "name"):
+        value = getattr(tenant, attr, None)
+        if value is not None:
+            return str(value)
+    return ANONYMOUS
+
+
+def failure_cause(exc: BaseException) -> str:
+    """A closed-vocabulary cause for a failed request (one of :data:`FAILURE_CAUSES`)."""
+    if not isinstance(exc, ModelyardError):
+        return "internal"
+    code = (exc.code or "").lower()
+    kind = exc.error_type
+    if "budget" in code or "quota" in code:
+        return "budget"
+    if "guardrail" in code or "content_filter" in code or "guardrail" in type(exc).__name__.lower():
+        return "guardrail"
+    if exc.status_code == 429:
+        return "rate_limit"
+    if code in ("context_length_exceeded", "payload_too_large", "timeout"):
+        return code
+    if code == "engine_error":
+        return "engine"
+    if code == "over_capacity":
+        return "over_capacity"
+    by_status = {401: "authentication", 403: "permission", 404: "not_found", 502: "upstream", 504: "timeout"}
+    if exc.status_code in by_status:
+        return by_status[exc.status_code]
+    if kind == "invalid_request_error":
+        return "invalid_request"
+    return "internal"
+
+
+def rejection_reason(cause: str) -> str | None:
+    """``rate_limit`` / ``budget`` / ``guardrail`` when the cause is a policy rejection, else None."""
+    return REJECTION_CAUSES.get(cause)
