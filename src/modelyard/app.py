@@ -67,6 +67,11 @@ def _build_backends(settings: Settings) -> tuple[list[tuple[Backend, float]], li
 
         artifact = str(resolve_source(emb.source))
         lazy.append(EmbeddingBackend(f"{emb.name}#local", emb.name, load, artifact))
+    if settings.queue.backend == "redis":  # local models are served by `modelyard worker` processes
+        from modelyard.queue.factory import queued_backends
+
+        eager.extend((b, 1.0) for b in queued_backends(settings))
+        return eager, lazy
     for lm in settings.local_models:
         from modelyard.gateway.backends.local import LocalBackend
 

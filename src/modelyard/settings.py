@@ -119,6 +119,63 @@ class CircuitBreakerSettings(_Section):
     reset_after_s: float = Field(default=30.0, gt=0, description="Seconds open before one trial request.")
 
 
+class QueueBackendKind(StrEnum):
+    LOCAL = "local"
+    REDIS = "redis"
+
+
+class QueueSettings(_Section):
+    """The work queue between gateways and engine workers (`modelyard worker`); see `queue/`."""
+
+    backend: QueueBackendKind = Field(
+        default=QueueBackendKind.LOCAL,
+        description="`local`: local models run on the engine inside this process (no Redis needed); "
+        "`redis`: the gateway enqueues local-model requests on Redis Streams and `modelyard worker` "
+        "processes serve them.",
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL of the work queue.")
+    key_prefix: str = Field(default="modelyard", description="Prefix of every Redis key the queue uses.")
+    max_queued: int = Field(
+        default=256, ge=1, description="Most requests of one model queued or in flight; beyond it 503 + Retry-After."
+    )
+    retry_after_s: float = Field(default=1.0, gt=0, description="`Retry-After` sent when a queue is full.")
+    queue_timeout_s: float = Field(
+        default=120.0, gt=0, description="Longest wait for a worker to pick a request up before it fails."
+    )
+    reply_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest silence from the serving worker once it picked a request up."
+    )
+    claim_idle_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="A request taken by a worker that has not been kept alive for this long (the worker "
+        "died) is claimed by a live worker.",
+    )
+    heartbeat_s: float = Field(default=1.0, gt=0, description="Worker heartbeat / load report period.")
+    worker_ttl_s: float = Field(default=5.0, gt=0, description="A worker without a heartbeat this long is gone.")
+    reply_ttl_s: float = Field(default=300.0, gt=0, description="Reply logs and request markers expire after this.")
+    cancel_poll_s: float = Field(default=0.2, gt=0, description="How often workers check for cancelled requests.")
+    worker_max_in_flight: int = Field(default=64, ge=1, description="Most requests one worker serves at once.")
+    routing: Literal["pull", "least_loaded", "affinity"] = Field(
+        default="pull",
+        description="`pull`: any free worker takes the next request; `least_loaded`: the gateway sends it to "
+        "the worker with the lowest load; `affinity`: prefer a worker holding the adapter or the prompt's "
+        "prefix, unless its load is above `load_cap`.",
+    )
+    load_cap: float = Field(
+        default=0.8, gt=0, le=1, description="Affinity never picks a worker whose in-flight/capacity is above this."
+    )
+
+    @model_validator(mode="after")
+    def _check_times(self) -> QueueSettings:
+        if self.claim_idle_s <= 2 * self.heartbeat_s:
+            raise ValueError(
+                f"queue.claim_idle_s={self.claim_idle_s} must be more than twice queue.heartbeat_s="
+                f"{self.heartbeat_s}, or live workers lose their requests to others"
+            )
+        return self
+
+
 class LimitSettings(_Section):
     max_tokens: int = Field(default=4096, ge=1, description="Largest `max_tokens` accepted.")
     default_max_tokens: int = Field(
@@ -218,6 +275,7 @@ class Settings(_Section):
     )
     circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
     registry_poll_s: float = Field(
         default=2.0, gt=0, description="How often the registry revision is polled."
     )

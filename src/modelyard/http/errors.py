@@ -27,6 +27,9 @@ def error_bytes(exc: ModelyardError) -> bytes:
 
 def error_response(exc: ModelyardError) -> Response:
     headers = {"x-should-retry": "false"} if exc.status_code in (400, 401, 403, 404, 413) else None
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers = {**(headers or {}), "retry-after": str(max(1, round(retry_after)))}
     return Response(
         error_bytes(exc), status_code=exc.status_code, media_type="application/json", headers=headers
     )

@@ -1,0 +1,195 @@
+"""The queued backend: a local model's requests go through the work queue to ``modelyard worker``.
+
+``stream`` submits a :class:`~modelyard.queue.base.Job` and reads the request's reply log.
+Errors a worker reports before the first payload are raised as the same :mod:`modelyard.errors`
+class (so a context-length error is still a 400); after output reached the client, a failure
+(worker died, worker silent for ``reply_timeout_s``) ends the stream with
+:class:`~modelyard.queue.base.WorkerLost`, which the gateway sends as an in-band SSE error: a partly streamed response is never replayed.
+Only the first worker that sent output for a request is listened to, so a job delivered twice
+never shows twice. Closing the stream early cancels the job on its worker (its engine request is
+aborted and its KV blocks freed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from modelyard import errors
+from modelyard.errors import EngineError, ModelyardError, UpstreamTimeout
+from modelyard.gateway.backends.base import BackendRequest, Endpoint
+from modelyard.gateway.worker_router import pick_worker
+from modelyard.queue.base import Job, Reply, ReplyKind, WorkerLost, WorkerReport, WorkQueue, prefix_hash
+from modelyard.settings import QueueSettings
+
+log = logging.getLogger("modelyard.queue")
+
+_READ_BLOCK_S = 1.0
+_QUEUE_TIMES_KEPT = 2048
+
+
+def error_from_reply(reply: Reply) -> ModelyardError:
+    """The modelyard error a worker reported, rebuilt as the same class (``EngineError`` if unknown)."""
+    info = reply.error or {}
+    name = str(info.get("class", ""))
+    cls = WorkerLost if name == "WorkerLost" else getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ModelyardError)) or cls is errors.ConfigError:
+        cls = EngineError
+    try:
+        exc = cls(str(info.get("message", "the worker failed")), param=info.get("param"))
+    except TypeError:
+        exc = EngineError(str(info.get("message", "the worker failed")))
+    return exc
+
+
+class QueuedBackend:
+    """One model served by engine workers behind a :class:`WorkQueue` (see the module docstring)."""
+
+    endpoints = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS})
+
+    def __init__(self, model: str, queue: WorkQueue, settings: QueueSettings) -> None:
+        self.name = f"{model}#queue"
+        self.model = model
+        self._queue = queue
+        self._cfg = settings
+        self._reports: list[WorkerReport] = []
+        self._reports_at = 0.0
+        self.queue_times: list[float] = []
+        self.submitted = 0
+        self.rejected = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self._queue.close()
+
+    def ready(self) -> bool:
+        # Requests may wait in the queue for a worker (scale from zero), so the gateway is ready.
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        qt = sorted(self.queue_times)
+        return {
+            "queue": type(self._queue).__name__,
+            "routing": self._cfg.routing,
+            "submitted": self.submitted,
+            "rejected_queue_full": self.rejected,
+            "queue_time_p50_s": qt[len(qt) // 2] if qt else None,
+            "queue_time_p99_s": qt[min(len(qt) - 1, int(len(qt) * 0.99))] if qt else None,
+            "workers": [r.worker_id for r in self._reports if self.model in r.models],
+        }
+
+    async def _target(self, body: dict[str, Any], prefix: str) -> str | None:
+        if self._cfg.routing == "pull":
+            return None
+        now = time.monotonic()
+        if now - self._reports_at > self._cfg.heartbeat_s / 2:
+            self._reports, self._reports_at = await self._queue.workers(), now
+        target = pick_worker(
+            self._reports,
+            self.model,
+            policy=self._cfg.routing,
+            adapter=body.get("lora") if isinstance(body.get("lora"), str) else None,
+            prefix=prefix,
+            load_cap=self._cfg.load_cap,
+        )
+        for r in self._reports:  # count it now so that requests before the next report spread out
+            if r.worker_id == target:
+                r.in_flight += 1
+        return target
+
+    async def _submit(self, request: BackendRequest, stream: bool) -> None:
+        prefix = prefix_hash(request.body)
+        job = Job(
+            request_id=request.request_id,
+            model=self.model,
+            endpoint=request.endpoint.value,
+            body=request.body,
+            stream=stream,
+            prefix_hash=prefix,
+            target=await self._target(request.body, prefix),
+        )
+        try:
+            await self._queue.submit(job)
+        except errors.OverCapacity:
+            self.rejected += 1
+            raise
+        self.submitted += 1
+
+    async def _events(self, request_id: str) -> AsyncIterator[bytes]:
+        """Payloads of the request from its serving worker; raises on errors and timeouts."""
+        cursor, owner, sent = "0", None, False
+        started = False
+        deadline = time.monotonic() + self._cfg.queue_timeout_s
+        while True:
+            try:
+                replies, cursor = await self._queue.read(request_id, cursor, _READ_BLOCK_S)
+            except (RedisError, OSError) as read_error:
+                log.warning("reading replies of %s failed (%s); retrying", request_id, read_error)
+                replies = []
+                await asyncio.sleep(0.2)
+            if not replies and time.monotonic() > deadline:
+                what = "its worker went silent" if started else "no worker picked it up"
+                msg = f"request {request_id} timed out: {what}"
+                raise (
+                    WorkerLost(msg + "; the partial response is not replayed")
+                    if sent
+                    else UpstreamTimeout(msg)
+                )
+            for r in replies:
+                deadline = time.monotonic() + self._cfg.reply_timeout_s
+                if r.kind is ReplyKind.START:
+                    started = True
+                    if r.queue_time_s is not None and owner is None:
+                        self.queue_times.append(r.queue_time_s)
+                        del self.queue_times[:-_QUEUE_TIMES_KEPT]
+                elif r.kind is ReplyKind.ERROR:
+                    failure = error_from_reply(r)
+                    if sent and not isinstance(failure, WorkerLost):
+                        failure = WorkerLost(failure.message)
+                    raise failure
+                elif owner is not None and r.worker != owner:
+                    continue  # a duplicate delivery on another worker: never shown
+                elif r.kind is ReplyKind.DATA:
+                    owner, sent = r.worker, True
+                    yield r.data
+                elif r.kind is ReplyKind.END:
+                    return
+
+    async def complete(self, request: BackendRequest) -> bytes:
+        await self._submit(request, stream=False)
+        done = False
+        try:
+            body = b""
+            async for data in self._events(request.request_id):
+                body = data
+            done = True
+            if not body:
+                raise EngineError(f"request {request.request_id} ended without a response")
+            return body
+        finally:
+            await self._end(request.request_id, done)
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[bytes]:
+        await self._submit(request, stream=True)
+        done = False
+        try:
+            async for data in self._events(request.request_id):
+                yield data
+            done = True
+        finally:
+            await self._end(request.request_id, done)
+
+    async def _end(self, request_id: str, done: bool) -> None:
+        try:
+            if not done:
+                await self._queue.cancel(request_id)
+            await self._queue.finish(request_id)
+        except (RedisError, OSError) as exc:
+            log.warning("cleaning up %s failed: %s", request_id, exc)

@@ -1,0 +1,127 @@
+"""Gateway-side QueuedBackend + Worker over both WorkQueue implementations, against the direct local backend.
+
+The same test body runs on the in-process queue and on Redis Streams: the queued path must give
+the very bytes (minus ``created``) and usage that the in-process engine path gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from queue_helpers import redis_test_queue
+
+from modelyard.errors import ContextLengthExceeded, UpstreamTimeout
+from modelyard.gateway.backends.base import BackendRequest, Endpoint
+from modelyard.gateway.backends.local import LocalBackend
+from modelyard.gateway.backends.queued import QueuedBackend
+from modelyard.protocol.openai import ChatCompletionRequest, CompletionRequest
+from modelyard.queue.base import Job, QueueFull
+from modelyard.queue.memory import InProcessQueue
+from modelyard.queue.worker import Worker
+from modelyard.settings import Settings
+
+
+def chat(rid: str, content: str, **kw: object) -> BackendRequest:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": content}], "temperature": 0, **kw}
+    return BackendRequest(Endpoint.CHAT, body, ChatCompletionRequest.model_validate(body), rid, "tiny")
+
+
+def completion(rid: str, prompt: str, **kw: object) -> BackendRequest:
+    body = {"model": "tiny", "prompt": prompt, "temperature": 0, **kw}
+    return BackendRequest(Endpoint.COMPLETIONS, body, CompletionRequest.model_validate(body), rid, "tiny")
+
+
+def strip(payload: bytes) -> dict[str, object]:
+    d = orjson.loads(payload)
+    d.pop("created", None)
+    return d
+
+
+@pytest.fixture
+async def local(settings: Settings) -> AsyncIterator[LocalBackend]:
+    backend = LocalBackend(settings.local_models[0], settings)
+    await backend.start()
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def queue(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    if request.param == "memory":
+        yield InProcessQueue(worker_ttl_s=1.0)
+        return
+    async with redis_test_queue() as q:
+        yield q
+
+
+@pytest.fixture
+async def worker(queue: object, local: LocalBackend, settings: Settings) -> AsyncIterator[Worker]:
+    w = Worker(queue, {"tiny": local}, settings.queue, worker_id="w1", drain_timeout_s=5)  # type: ignore[arg-type]
+    task = asyncio.create_task(w.run())
+    yield w
+    w.drain()
+    await asyncio.wait_for(task, 10)
+
+
+async def collect(agen: AsyncIterator[bytes]) -> list[bytes]:
+    return [p async for p in agen]
+
+
+async def test_queued_equals_local(
+    queue: object, worker: Worker, local: LocalBackend, settings: Settings
+) -> None:
+    queued = QueuedBackend("tiny", queue, settings.queue)  # type: ignore[arg-type]
+    for make in (chat, completion):
+        kw = {"max_tokens": 12, "stream_options": {"include_usage": True}}
+        # distinct cache salts (``user``) so both runs start with a cold prefix cache
+        direct = await collect(local.stream(make("a", "Hello world", user="d", **kw)))
+        via = await collect(queued.stream(make("a", "Hello world", user="v", **kw)))
+        assert [strip(p) for p in via] == [strip(p) for p in direct]
+        assert strip(via[-1])["usage"] == strip(direct[-1])["usage"]
+        full_direct = strip(await local.complete(make("b", "The capital", max_tokens=9, user="d")))
+        full_via = strip(await queued.complete(make("b", "The capital", max_tokens=9, user="v")))
+        assert full_via == full_direct
+    assert queued.stats()["submitted"] == 4 and queued.stats()["queue_time_p50_s"] is not None
+
+
+async def test_errors_before_output_keep_their_class(
+    queue: object, worker: Worker, settings: Settings
+) -> None:
+    queued = QueuedBackend("tiny", queue, settings.queue)  # type: ignore[arg-type]
+    with pytest.raises(ContextLengthExceeded):
+        await collect(queued.stream(chat("long", "Hello " * 10, max_tokens=250)))
+    with pytest.raises(ContextLengthExceeded):
+        await queued.complete(chat("long2", "Hello " * 10, max_tokens=250))
+
+
+async def test_cancel_frees_the_engine_request(
+    queue: object, worker: Worker, local: LocalBackend, settings: Settings
+) -> None:
+    queued = QueuedBackend("tiny", queue, settings.queue)  # type: ignore[arg-type]
+    agen = queued.stream(completion("c", "Hello", max_tokens=240))
+    await agen.__anext__()
+    await agen.aclose()
+    for _ in range(100):
+        if local.stats()["num_running"] == 0 and not worker._tasks:
+            break
+        await asyncio.sleep(0.05)
+    assert local.stats()["num_running"] == 0 and not worker._tasks
+
+
+async def test_queue_full_is_503_with_retry_after(settings: Settings) -> None:
+    q = InProcessQueue(max_queued=2, retry_after_s=3)
+    for i in range(2):
+        await q.submit(Job(f"r{i}", "tiny", "completions", {"prompt": "x"}, stream=False))
+    with pytest.raises(QueueFull) as info:
+        await q.submit(Job("r3", "tiny", "completions", {"prompt": "x"}, stream=False))
+    assert info.value.status_code == 503 and info.value.retry_after_s == 3
+
+
+async def test_no_worker_means_timeout_not_hang(queue: object, settings: Settings) -> None:
+    cfg = settings.queue.model_copy(update={"queue_timeout_s": 0.5})
+    queued = QueuedBackend("nobody-serves-this", queue, cfg)  # type: ignore[arg-type]
+    with pytest.raises(UpstreamTimeout):
+        await collect(queued.stream(chat("t", "Hello", max_tokens=4)))
