@@ -30,6 +30,7 @@ from modelyard.gateway.router import Router
 from modelyard.http import logs as logs_http
 from modelyard.http import metrics as metrics_http
 from modelyard.http import ops
+from modelyard.http import ws
 from modelyard.http.errors import EXCEPTION_HANDLERS
 from modelyard.http.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from modelyard.http.openai import chat, completions, embeddings, models
@@ -187,6 +188,7 @@ def create_app(settings: Settings) -> Starlette:
         *ops.routes,
         *metrics_http.routes,
         *logs_http.routes,
+        *ws.routes,
         Mount("/admin", app=create_admin_app(EXCEPTION_HANDLERS)),
     ]
     return Starlette(

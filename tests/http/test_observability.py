@@ -88,6 +88,7 @@ def test_scripted_mix(obs_server: RemoteServer) -> None:
     stream = client.chat.completions.create(
         **_chat("remote-chat", "hello there world"),
         stream=True,
+        stream_options={"include_usage": True},
         extra_headers={"x-request-id": "mix-stream", "traceparent": f"00-{TRACE_ID}-{PARENT_SPAN}-01"},
     )
     first_at = None
@@ -108,10 +109,11 @@ def test_scripted_mix(obs_server: RemoteServer) -> None:
             **_chat("remote-chat", "a b c d"),
             max_tokens=2,
             stream=True,
+            stream_options={"include_usage": True},
             extra_headers={"x-request-id": "mix-trunc"},
         )
     )
-    assert chunks[-1].choices[0].finish_reason == "length"
+    assert chunks[-2].choices[0].finish_reason == "length" and chunks[-1].usage is not None
     # 4. failed before the first byte (upstream 500) and mid-stream (upstream drops the connection)
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(**_chat("broken", "x"), extra_headers={"x-request-id": "mix-broken"})
@@ -189,9 +191,9 @@ def test_scripted_mix(obs_server: RemoteServer) -> None:
     assert delta("modelyard_time_to_first_token_seconds_count", **lab) == 2
     assert delta("modelyard_inter_token_latency_seconds_count", **lab) == 4
     assert delta("modelyard_e2e_request_latency_seconds_count", **lab, **ep) == 3
-    # generated tokens: 4 (stream, counted by chunk) + 3 (usage of the plain answer) + 2 (truncated)
+    # tokens from usage: generated 4 (stream) + 3 (plain) + 2 (truncated); prompt 3 + 2 + 4
     assert delta("modelyard_generation_tokens_total", **lab) == 9
-    assert delta("modelyard_prompt_tokens_total", **lab) == 2  # only the plain answer carries usage
+    assert delta("modelyard_prompt_tokens_total", **lab) == 9
     assert not any(k[0].startswith("modelyard_") and ("model", "no-such-model-xyz") in k[1] for k in after)
 
     spans = _spans(

@@ -210,6 +210,13 @@ class Observation:
             otel_context.detach(token)
 
     # ---- internals ------------------------------------------------------------------------------
+    def _rejection(self, cause: str | None) -> str | None:
+        """A policy refusal; an upstream's own 429 (after dispatch) is a failure, not our rejection."""
+        reason = rejection_reason(cause) if cause else None
+        if reason == "rate_limit" and self.t_dispatch is not None:
+            return None
+        return reason
+
     def _keep_text(self, piece: str) -> None:
         room = self.m.max_text_chars - self.text_len
         if room > 0:
@@ -264,7 +271,7 @@ class Observation:
             status=status,
             engine=self.engine,
             cause=None if disconnected else cause,
-            rejection=rejection_reason(cause) if cause else None,
+            rejection=self._rejection(cause),
             disconnected=disconnected,
             finish_reasons=self.finish_reasons,
             prompt_tokens=prompt_tokens,
