@@ -176,6 +176,14 @@ class Gateway:
         assert last is not None
         raise last
 
+    async def visible_models(self) -> list[str]:
+        """The model names the current caller may see in ``/v1/models`` (here: every routed model)."""
+        return self.router.models()
+
+    async def resolve_visible(self, ref: str) -> str:
+        """Like ``resolver.resolve``, but a model the caller may not use is ``ModelNotFound`` too."""
+        return await self.resolver.resolve(ref)
+
     def _stream_opened(self) -> None:
         self.active_streams += 1
         self._idle.clear()

@@ -39,6 +39,8 @@ class BackendRequest:
     parsed: ParsedRequest
     request_id: str
     model: str
+    lora: Any = None  # a tenant's private adapter (tenancy AdapterInfo) for the local backend
+    cache_salt: str | None = None  # prefix-cache salt (the tenant id); None shares the cache
 
 
 @runtime_checkable

@@ -31,4 +31,8 @@ def create_admin_app(exception_handlers: Mapping[Any, Any] | None = None) -> Fas
         redoc_url=None,
     )
     app.include_router(models_router)
+    from modelyard.http.admin import adapters, keys, tenants, usage
+
+    for module in (tenants, keys, adapters, usage):
+        app.include_router(module.router)
     return app

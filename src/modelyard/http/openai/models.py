@@ -19,13 +19,13 @@ def _model(gateway: Gateway, name: str, created: int) -> Model:
 async def list_models(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
     created: int = request.state.started_at
-    body = ListModelsResponse(data=[_model(gateway, m, created) for m in gateway.router.models()])
+    body = ListModelsResponse(data=[_model(gateway, m, created) for m in await gateway.visible_models()])
     return Response(body.model_dump_json(), media_type="application/json")
 
 
 async def retrieve_model(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
-    name = await gateway.resolver.resolve(request.path_params["model_id"])
+    name = await gateway.resolve_visible(request.path_params["model_id"])
     model = _model(gateway, name, request.state.started_at)
     model.id = request.path_params["model_id"]
     return Response(model.model_dump_json(), media_type="application/json")

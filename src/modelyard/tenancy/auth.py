@@ -1,0 +1,121 @@
+"""``AuthMiddleware``: pure ASGI authentication and scope checks in front of ``/v1`` and ``/admin``.
+
+Resolves the caller once per request (``Authorization: Bearer <key>``) into a
+:class:`~modelyard.tenancy.records.Principal`, exposed as ``request.state.principal`` and to the
+gateway through :data:`~modelyard.tenancy.gateway.current_principal`. Coarse scope rules live here;
+per-tenant rules (a tenant admin sees only its tenant) live in the admin handlers.
+
+- ``/v1/*`` POST needs ``inference`` (or ``admin``); ``GET /v1/models*`` any scope.
+- ``/admin/models*`` (the model registry) needs a system admin key; other ``/admin/*`` routes need
+  ``admin`` or ``read`` and check the tenant themselves.
+- Paths outside ``/v1`` and ``/admin`` (health, readiness, metrics) pass untouched.
+
+Without a key: anonymous local admin if the tenancy settings allow it, else 401. With anonymous
+allowed, a bearer token that does not look like a modelyard key is ignored (the OpenAI client always
+sends one); a token that does look like a key must verify, so a revoked key never falls back.
+The body is never read or buffered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelyard.errors import AuthenticationError, ModelyardError, PermissionDenied
+from modelyard.http.errors import error_bytes
+from modelyard.tenancy.gateway import current_headers, current_principal
+from modelyard.tenancy.keys import looks_like_key
+from modelyard.tenancy.records import ANONYMOUS, Principal
+from modelyard.tenancy.records import Scope as KeyScope
+from modelyard.tenancy.service import Tenancy
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            raw = value.decode("latin-1").strip()
+            if raw[:7].lower() == "bearer ":
+                return raw[7:].strip() or None
+            return None
+    return None
+
+
+def _check_scope(principal: Principal, method: str, path: str) -> None:
+    scopes = principal.scopes
+    if path.startswith("/v1/"):
+        if method == "GET" and path.startswith("/v1/models"):
+            return
+        if not scopes & {KeyScope.INFERENCE, KeyScope.ADMIN}:
+            raise PermissionDenied("This API key does not have the `inference` scope.")
+        return
+    if path.startswith("/admin/models") and not principal.is_system_admin:
+        raise PermissionDenied("The model registry needs a system admin key.")
+    if not scopes & {KeyScope.ADMIN, KeyScope.READ}:
+        raise PermissionDenied("Admin routes need an API key with the `admin` or `read` scope.")
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not (path.startswith("/v1/") or path.startswith("/admin")):
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})
+        tenancy: Tenancy | None = state.get("tenancy")
+        if tenancy is None:  # app built without tenancy
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self._principal(tenancy, scope)
+            _check_scope(principal, scope["method"], path)
+        except ModelyardError as exc:
+            await _send_error(send, exc)
+            return
+        state["principal"] = principal
+        extra: dict[str, str] = {}
+        p_token = current_principal.set(principal)
+        h_token = current_headers.set(extra)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and extra:
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    *((k.encode(), v.encode()) for k, v in extra.items()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            current_principal.reset(p_token)
+            current_headers.reset(h_token)
+
+    async def _principal(self, tenancy: Tenancy, scope: Scope) -> Principal:
+        token = _bearer(scope)
+        anonymous_ok = await tenancy.anonymous_allowed()
+        if token is not None and (looks_like_key(token) or not anonymous_ok):
+            return await tenancy.authenticate(token)
+        if anonymous_ok:
+            return ANONYMOUS
+        raise AuthenticationError(
+            "You didn't provide an API key. Send it as `Authorization: Bearer <key>` "
+            "(create one with `modelyard keys create`).",
+            code="missing_api_key",
+        )
+
+
+async def _send_error(send: Send, exc: ModelyardError) -> None:
+    body = error_bytes(exc)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-should-retry", b"false"),
+    ]
+    if isinstance(exc, AuthenticationError):
+        headers.append((b"www-authenticate", b'Bearer realm="modelyard"'))
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,79 @@
+"""Tenancy test support (importable as ``tenancy_support``): fresh databases (SQLite file, and a fresh
+schema on the real PostgreSQL), a Redis key prefix of our own, and the config of a ``modelyard serve``
+with authentication required. PostgreSQL and Redis cases fail (never skip) when the servers are down.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from modelyard.tenancy.store import TenancyStore
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+SECRET = "test-secret-" + "x" * 40
+
+
+def fresh_database_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'modelyard.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from fresh_database_url(request.param, tmp_path)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[TenancyStore]:
+    s = TenancyStore(database_url, SECRET.encode())
+    s.migrate()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    prefix = f"modelyard-test:{secrets.token_hex(6)}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def tenancy_config(upstream: str, database_url: str, **tenancy: Any) -> dict[str, Any]:
+    from servers import remote_config
+
+    return remote_config(
+        upstream, database_url=database_url, tenancy={"auth": "required", "secret": SECRET, **tenancy}
+    )
+
+
+def bootstrap_admin(database_url: str) -> str:
+    """A system admin key made straight in the store (what ``modelyard keys create --admin`` does)."""
+    s = TenancyStore(database_url, SECRET.encode())
+    s.migrate()
+    try:
+        return s.create_key(None, ["admin"], actor="test")[1]
+    finally:
+        s.close()
