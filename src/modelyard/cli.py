@@ -34,6 +34,10 @@ def main() -> None:
 
 _add_registry_commands()
 
+from modelyard.monitoring.cli import add_to as _add_monitoring_commands  # noqa: E402
+
+_add_monitoring_commands(app)
+
 
 @app.command()
 def serve(
