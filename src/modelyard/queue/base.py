@@ -72,10 +72,15 @@ class ReplyKind(enum.StrEnum):
 
 
 class Reply(msgspec.Struct, frozen=True):
-    """One event of a request's reply log, written by the worker named in ``worker``."""
+    """One event of a request's reply log, written by the worker named in ``worker``.
+
+    ``seq`` numbers the events of one serving attempt from 1; a reader drops an event whose
+    ``seq`` it already saw from that worker (a write retried after a lost connection).
+    """
 
     kind: ReplyKind
     worker: str
+    seq: int = 0
     data: bytes = b""
     error: dict[str, Any] | None = None
     queue_time_s: float | None = None

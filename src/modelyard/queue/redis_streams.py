@@ -26,7 +26,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
 
 from modelyard.errors import OverCapacity
 from modelyard.queue.base import (
@@ -59,9 +61,14 @@ class RedisStreamsQueue:
         worker_ttl_s: float = 10.0,
         max_connections: int = 512,
     ) -> None:
-        # redis-py's command return types are unions over decode_responses; the replies are bytes here
+        # redis-py's command return types are unions over decode_responses; the replies are bytes here.
+        # A restarted Redis leaves dead pooled connections: commands are retried on a fresh one.
         self._redis: Any = aioredis.Redis.from_url(
-            url, max_connections=max_connections, health_check_interval=5
+            url,
+            max_connections=max_connections,
+            health_check_interval=5,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 4),
+            retry_on_error=[ConnectionError, TimeoutError],
         )
         self._p = key_prefix
         self.max_queued = max_queued

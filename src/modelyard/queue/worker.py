@@ -201,47 +201,43 @@ class Worker:
 
     async def _serve(self, d: Delivery) -> None:
         job, rid, me = d.job, d.job.request_id, self.worker_id
+        send = _Sender(self.queue, rid, me)
+        ack = True
         try:
             if await self.queue.cancelled([rid]):
                 return
             if d.claimed:
                 owner = await self.queue.started_by(rid)
-                if owner is not None and owner != me:
-                    await self._error(
-                        rid,
-                        WorkerLost(
-                            f"worker {owner} stopped while streaming {rid}; the partial response is not replayed"
-                        ),
+                if owner is not None:  # its output reached the client: end it, never replay it
+                    await send.error(
+                        WorkerLost(f"worker {owner} stopped while streaming {rid}; {_NO_REPLAY}")
                     )
                     return
-            await self.queue.reply(
-                rid, Reply(ReplyKind.START, me, queue_time_s=time.time() - job.enqueued_at)
-            )
+            await send(ReplyKind.START, queue_time_s=time.time() - job.enqueued_at)
             if job.prefix_hash:
                 self._prefixes.append(job.prefix_hash)
-            await self._generate(d)
+            await self._generate(d, send)
             self.served += 1
         except asyncio.CancelledError:
             # Cancelled by its gateway (nobody listens), or the drain timed out: say so in-band.
             if self.draining:
-                await self._error(
-                    rid,
-                    WorkerLost(
-                        f"worker {me} shut down while serving {rid}; the partial response is not replayed"
-                    ),
-                )
+                await send.error(WorkerLost(f"worker {me} shut down while serving {rid}; {_NO_REPLAY}"))
         except ModelyardError as exc:
-            await self._error(rid, exc)
+            await send.error(exc)
         except _QUEUE_ERRORS:
-            log.exception("request %s lost its queue connection", rid)
+            # Not acknowledged: the job stays pending and is claimed again after claim_idle_s (by any
+            # worker, this one included), then re-run if nothing was sent or ended in-band if it was.
+            log.exception("request %s lost its queue connection; left for a later claim", rid)
+            ack = False
         except Exception as exc:
             log.exception("request %s failed", rid)
-            await self._error(rid, exc)
+            await send.error(exc)
         finally:
-            with contextlib.suppress(*_QUEUE_ERRORS):
-                await self.queue.ack(d)
+            if ack:
+                with contextlib.suppress(*_QUEUE_ERRORS):
+                    await self.queue.ack(d)
 
-    async def _generate(self, d: Delivery) -> None:
+    async def _generate(self, d: Delivery, send: _Sender) -> None:
         job, me = d.job, self.worker_id
         backend = self.backends.get(job.model)
         if backend is None:
@@ -255,7 +251,7 @@ class Worker:
             body = await backend.complete(req)
             if await self.queue.mark_started(job.request_id, me) is not None:
                 return  # another worker answered this request already
-            await self.queue.reply(job.request_id, Reply(ReplyKind.DATA, me, data=body))
+            await send(ReplyKind.DATA, data=body)
         else:
             first = True
             async with contextlib.aclosing(backend.stream(req)) as payloads:  # type: ignore[type-var]
@@ -264,16 +260,31 @@ class Worker:
                         if await self.queue.mark_started(job.request_id, me) is not None:
                             return  # a live duplicate delivery is already streaming it
                         first = False
-                    await self.queue.reply(job.request_id, Reply(ReplyKind.DATA, me, data=payload))
-        await self.queue.reply(job.request_id, Reply(ReplyKind.END, me))
+                    await send(ReplyKind.DATA, data=payload)
+        await send(ReplyKind.END)
 
-    async def _error(self, rid: str, exc: BaseException) -> None:
+
+_NO_REPLAY = "the partial response is not replayed"
+
+
+class _Sender:
+    """Numbers one serving attempt's reply events (``seq``) so the gateway drops resent duplicates."""
+
+    def __init__(self, queue: WorkQueue, request_id: str, worker_id: str) -> None:
+        self.queue, self.rid, self.worker = queue, request_id, worker_id
+        self.seq = 0
+
+    async def __call__(self, kind: ReplyKind, **fields: Any) -> None:
+        self.seq += 1
+        await self.queue.reply(self.rid, Reply(kind, self.worker, seq=self.seq, **fields))
+
+    async def error(self, exc: BaseException) -> None:
         if isinstance(exc, ModelyardError):
             info = {"class": type(exc).__name__, "message": exc.message, "param": exc.param, "code": exc.code}
         else:
             info = {"class": "EngineError", "message": f"the worker failed: {type(exc).__name__}"}
         with contextlib.suppress(*_QUEUE_ERRORS):
-            await self.queue.reply(rid, Reply(ReplyKind.ERROR, self.worker_id, error=info))
+            await self(ReplyKind.ERROR, error=info)
 
 
 async def serve_worker(

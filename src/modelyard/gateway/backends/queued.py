@@ -126,6 +126,7 @@ class QueuedBackend:
         """Payloads of the request from its serving worker; raises on errors and timeouts."""
         cursor, owner, sent = "0", None, False
         started = False
+        last_seq: dict[str, int] = {}
         deadline = time.monotonic() + self._cfg.queue_timeout_s
         while True:
             try:
@@ -143,6 +144,9 @@ class QueuedBackend:
                     else UpstreamTimeout(msg)
                 )
             for r in replies:
+                if r.seq and r.seq <= last_seq.get(r.worker, 0):
+                    continue  # resent after a lost connection
+                last_seq[r.worker] = r.seq
                 deadline = time.monotonic() + self._cfg.reply_timeout_s
                 if r.kind is ReplyKind.START:
                     started = True
