@@ -125,3 +125,36 @@ async def test_no_worker_means_timeout_not_hang(queue: object, settings: Setting
     queued = QueuedBackend("nobody-serves-this", queue, cfg)  # type: ignore[arg-type]
     with pytest.raises(UpstreamTimeout):
         await collect(queued.stream(chat("t", "Hello", max_tokens=4)))
+
+
+async def test_prefix_affinity_and_orphaned_targets(
+    queue: object, local: LocalBackend, settings: Settings
+) -> None:
+    """Affinity keeps a shared prefix on one worker; a job routed to a dead worker is adopted."""
+    workers = [
+        Worker(queue, {"tiny": local}, settings.queue, worker_id=w, drain_timeout_s=5)  # type: ignore[arg-type]
+        for w in ("wa", "wb")
+    ]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        cfg = settings.queue.model_copy(update={"routing": "affinity"})
+        queued = QueuedBackend("tiny", queue, cfg)  # type: ignore[arg-type]
+        while len(await queue.workers()) < 2:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.05)
+        await queued.complete(chat("p0", "A long shared system prefix", max_tokens=2))
+        await asyncio.sleep(2 * settings.queue.heartbeat_s)  # the prefix hash reaches the reports
+        for i in range(5):
+            await queued.complete(chat(f"p{i + 1}", "A long shared system prefix", max_tokens=2))
+        assert sorted(w.served for w in workers) == [0, 6]
+
+        body = {"model": "tiny", "prompt": "x", "max_tokens": 2}
+        await queue.submit(Job("orphan", "tiny", "completions", body, False, target="ghost"))  # type: ignore[attr-defined]
+        cursor, kinds = "0", []
+        while "end" not in kinds:
+            replies, cursor = await queue.read("orphan", cursor, 1.0)  # type: ignore[attr-defined]
+            kinds += [r.kind.value for r in replies]
+        assert kinds == ["start", "data", "end"]
+    finally:
+        for w in workers:
+            w.drain()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
