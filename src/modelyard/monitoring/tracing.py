@@ -18,6 +18,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -98,3 +99,12 @@ def extract(headers: Mapping[str, str]) -> Context:
 def inject(headers: MutableMapping[str, str], ctx: Context | None = None) -> None:
     """Add ``traceparent`` (and ``tracestate``) for ``ctx`` (default: the current context)."""
     _PROPAGATOR.inject(headers, context=ctx if ctx is not None else otel_context.get_current())
+
+
+def with_trace_headers(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` plus ``traceparent`` for the current span (the same dict when no span is recording)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return headers
+    out = dict(headers)
+    _PROPAGATOR.inject(out)
+    return out

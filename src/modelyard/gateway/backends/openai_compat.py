@@ -25,6 +25,7 @@ from modelyard.errors import (
     UpstreamTimeout,
 )
 from modelyard.gateway.backends.base import BackendRequest, Endpoint
+from modelyard.monitoring.tracing import with_trace_headers
 from modelyard.settings import RemoteDeploymentSettings
 
 _RETRYABLE = (UpstreamError, RateLimited)
@@ -81,7 +82,9 @@ class OpenAICompatBackend:
         while True:
             retry_after: float | None = None
             try:
-                resp = await self._session.post(url, data=payload, headers=self._headers, timeout=timeout)
+                resp = await self._session.post(
+                    url, data=payload, headers=with_trace_headers(self._headers), timeout=timeout
+                )
             except TimeoutError:
                 error: ModelyardError = UpstreamTimeout(f"deployment {self.name} timed out")
             except aiohttp.ClientError as exc:
