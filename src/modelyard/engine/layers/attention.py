@@ -191,10 +191,15 @@ def _decode_attention(
     n_seqs, n_heads, head_dim = q.shape
     n_kv = k_cache.shape[2]
     flat = dec.blocks.flatten()
-    k = k_cache.index_select(0, flat).view(n_seqs, dec.max_len, n_kv, head_dim)
-    v = v_cache.index_select(0, flat).view(n_seqs, dec.max_len, n_kv, head_dim)
+    shape = (n_seqs, dec.max_len, n_kv, head_dim)
+    # One copy each converts to float32 and moves heads before positions, so both matmuls below
+    # read plain (or plainly transposed) matrices instead of cloning strided views.
+    k = torch.empty(n_seqs, n_kv, dec.max_len, head_dim, dtype=torch.float32, device=q.device)
+    v = torch.empty_like(k)
+    k.copy_(k_cache.index_select(0, flat).view(shape).transpose(1, 2))
+    v.copy_(v_cache.index_select(0, flat).view(shape).transpose(1, 2))
     qf = q.float().view(n_seqs, n_kv, n_heads // n_kv, head_dim) * scale
-    scores = torch.matmul(qf, k.float().permute(0, 2, 3, 1)) + dec.bias(window)  # [D, kv, group, L]
+    scores = torch.matmul(qf, k.transpose(-1, -2)) + dec.bias(window)  # [D, kv, group, L]
     probs = torch.softmax(scores, dim=-1)
-    o = torch.matmul(probs, v.float().transpose(1, 2))  # [D, kv, group, d]
+    o = torch.matmul(probs, v)  # [D, kv, group, d]
     return o.reshape(n_seqs, n_heads, head_dim).to(q.dtype)
