@@ -113,6 +113,9 @@ def worker(
         Path | None, typer.Option("--ready-file", help="Written once models are loaded, removed on exit.")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    http_port: Annotated[
+        int | None, typer.Option("--http-port", help="Serve /health, /ready and /metrics on this port.")
+    ] = None,
 ) -> None:
     """Serve queued requests of local models from Redis Streams (drains on SIGTERM)."""
     import asyncio
@@ -129,7 +132,7 @@ def worker(
     )
     from modelyard.queue.worker import serve_worker
 
-    asyncio.run(serve_worker(settings, worker_id, model, ready_file))
+    asyncio.run(serve_worker(settings, worker_id, model, ready_file, http_port))
 
 
 if __name__ == "__main__":

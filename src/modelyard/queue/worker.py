@@ -69,6 +69,11 @@ class Worker:
         self._prefixes: deque[str] = deque(maxlen=_PREFIXES_KEPT)
         self._stopped = asyncio.Event()
 
+    @property
+    def in_flight(self) -> int:
+        """Jobs this worker is serving now."""
+        return len(self._tasks)
+
     # ---- lifecycle ------------------------------------------------------------------------------
     def drain(self) -> None:
         """Stop taking jobs; ``run`` returns once in-flight jobs are done."""
@@ -288,9 +293,16 @@ class _Sender:
 
 
 async def serve_worker(
-    settings: Any, worker_id: str | None, models: list[str] | None, ready_file: Path | None
+    settings: Any,
+    worker_id: str | None,
+    models: list[str] | None,
+    ready_file: Path | None,
+    http_port: int | None = None,
 ) -> None:
-    """Load the local models (all, or those in ``models``), then serve until SIGTERM/SIGINT."""
+    """Load the local models (all, or those in ``models``), then serve until SIGTERM/SIGINT.
+
+    ``http_port`` starts ``/health``, ``/ready`` and ``/metrics`` (see ``worker_http``) on all interfaces.
+    """
     from modelyard.gateway.backends.local import LocalBackend
     from modelyard.queue.factory import redis_queue
 
@@ -301,12 +313,29 @@ async def serve_worker(
         raise InvalidRequest(f"--model {models} names models that are not in local_models {known}")
     queue = redis_queue(q)
     backends: dict[str, Backend] = {}
+    holder: dict[str, Worker] = {}
+    server = None
+    if http_port is not None:
+        from modelyard.queue.worker_http import render_metrics, serve_http
+
+        def ready() -> bool:
+            w = holder.get("worker")
+            return w is not None and not w.draining
+
+        def metrics() -> bytes:
+            w = holder.get("worker")
+            stats = {name: b.stats() for name, b in backends.items()}
+            wid = w.worker_id if w else (worker_id or "")
+            return render_metrics(wid, stats, w.in_flight if w else 0, w.served if w else 0)
+
+        server = await serve_http("0.0.0.0", http_port, ready=ready, metrics=metrics)
     for m in chosen:
         backend: Backend = LocalBackend(m, settings)
         await backend.start()
         backends[m.name] = backend
         log.info("worker loaded %s", m.name)
     worker = Worker(queue, backends, q, worker_id=worker_id, drain_timeout_s=settings.drain_timeout_s)
+    holder["worker"] = worker
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.drain)
@@ -318,6 +347,8 @@ async def serve_worker(
     finally:
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
+        if server is not None:
+            server.close()
         for backend in backends.values():
             await backend.close()
         await queue.close()
