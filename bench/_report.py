@@ -95,6 +95,9 @@ def rich_progress() -> Iterator[ProgressSink]:
         transient=False,
     )
     current: list[Any] = []
+    if not progress.console.is_terminal:
+        yield _plain_progress(progress.console)
+        return
 
     def start(label: str, total: int) -> None:
         current.append(progress.add_task(label, total=total))
@@ -110,6 +113,20 @@ def rich_progress() -> Iterator[ProgressSink]:
 
     with progress:
         yield ProgressSink(start, advance, done)
+
+
+def _plain_progress(console: Any) -> ProgressSink:
+    """One line per finished task with its duration (for logs, where live bars do not render)."""
+    from bench._common import now
+
+    started: list[tuple[str, float]] = []
+
+    def done() -> None:
+        if started:
+            label, t0 = started.pop()
+            console.print(f"{label:<40} {now() - t0:7.1f} s")
+
+    return ProgressSink(lambda label, total: started.append((label, now())), lambda n: None, done)
 
 
 def _fmt(v: Any, spec: str = ".1f") -> str:

@@ -74,6 +74,7 @@ class Bench:
             "lora": None,
             "quant": {},
             "load_s": {},
+            "section_s": {},
             "settings": settings.as_dict(),
             "machine": _machine(settings),
             "skipped": {},
@@ -106,11 +107,14 @@ class Bench:
         return self.result
 
     def _guard(self, name: str, fn: Callable[[], None]) -> None:
+        start = now()
         try:
             fn()
         except Exception as exc:  # one broken section must not hide the others' figures
             self.result["errors"][name] = f"{type(exc).__name__}: {exc}"
             self.result["errors"][f"{name}.traceback"] = traceback.format_exc(limit=6)
+        finally:
+            self.result["section_s"][name] = now() - start
 
     def _prompts(self, n: int) -> list[list[int]]:
         return make_prompts(self.ids, n, self.s.prompt_tokens)

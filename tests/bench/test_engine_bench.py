@@ -9,13 +9,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import bench._hf as _hf
+import bench._modelyard as _modelyard
 import pytest
 import torch
-
-from bench import _hf, _modelyard
 from bench._common import BenchSettings, ProgressSink, make_prompts, packaged_gguf_path, text_token_ids
 from bench._report import print_report
 from bench.engine import Bench, parse_args
+
 from engine.helpers import write_tiny_llama
 
 
@@ -90,7 +91,15 @@ def test_json_has_the_documented_shape(tiny_result: dict[str, Any]) -> None:
 def test_report_prints_every_section(tiny_result: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     print_report(tiny_result)
     out = capsys.readouterr().out
-    for text in ("Throughput", "modelyard", "hf_static", "Prefix cache", "Multi-LoRA", "Quantization", "Targets"):
+    for text in (
+        "Throughput",
+        "modelyard",
+        "hf_static",
+        "Prefix cache",
+        "Multi-LoRA",
+        "Quantization",
+        "Targets",
+    ):
         assert text in out
 
 
@@ -131,7 +140,7 @@ def test_cli_rejects_unknown_sections() -> None:
 
 @pytest.mark.slow
 def test_llamacpp_batched_decode_equals_alone_and_agrees_with_transformers(tmp_path: Path) -> None:
-    from bench import _llamacpp
+    import bench._llamacpp as _llamacpp
     from bench._common import hf_folder
 
     if _llamacpp.available() is not None:
