@@ -107,9 +107,11 @@ def test_full_queue_answers_503_with_retry_after_then_workers_drain_it(cluster: 
         t.join(timeout=60)
     assert [x.status_code for x in results] == [200, 200, 200]
     assert all(x.json()["usage"]["completion_tokens"] > 0 for x in results)
+    time.sleep(1.0)  # a few queue polls
     stats = httpx.get(f"{cluster.gateway.url}/stats").json()
     backend = next(d["backend"] for d in stats["deployments"] if d["model"] == "tiny")
     assert backend["rejected_queue_full"] == 1 and backend["queue_time_p99_s"] > 0
+    assert backend["workers"] == ["w0"] and backend["queue_depth"] == 0
 
 
 def test_redis_restart_recovers_without_restarting_processes(

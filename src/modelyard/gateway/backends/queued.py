@@ -62,12 +62,27 @@ class QueuedBackend:
         self.queue_times: list[float] = []
         self.submitted = 0
         self.rejected = 0
+        self.depth: int | None = None
+        self._poller: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        return None
+        self._poller = asyncio.create_task(self._poll(), name=f"queue-poll-{self.model}")
 
     async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
         await self._queue.close()
+
+    async def _poll(self) -> None:
+        """Keep worker reports and the queue depth fresh for routing and ``/stats``."""
+        while True:
+            try:
+                self._reports, self._reports_at = await self._queue.workers(), time.monotonic()
+                self.depth = await self._queue.depth(self.model)
+            except (RedisError, OSError) as exc:
+                log.warning("polling the queue of %s failed: %s", self.model, exc)
+            await asyncio.sleep(self._cfg.heartbeat_s)
 
     def ready(self) -> bool:
         # Requests may wait in the queue for a worker (scale from zero), so the gateway is ready.
@@ -75,14 +90,18 @@ class QueuedBackend:
 
     def stats(self) -> dict[str, Any]:
         qt = sorted(self.queue_times)
+        mine = [r for r in self._reports if self.model in r.models]
         return {
             "queue": type(self._queue).__name__,
             "routing": self._cfg.routing,
+            "queue_depth": self.depth,
+            "workers_running": sum(r.running for r in mine),
+            "workers_waiting": sum(r.waiting for r in mine),
             "submitted": self.submitted,
             "rejected_queue_full": self.rejected,
             "queue_time_p50_s": qt[len(qt) // 2] if qt else None,
             "queue_time_p99_s": qt[min(len(qt) - 1, int(len(qt) * 0.99))] if qt else None,
-            "workers": [r.worker_id for r in self._reports if self.model in r.models],
+            "workers": [r.worker_id for r in mine],
         }
 
     async def _target(self, body: dict[str, Any], prefix: str) -> str | None:
