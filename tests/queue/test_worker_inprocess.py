@@ -158,3 +158,55 @@ async def test_prefix_affinity_and_orphaned_targets(
         for w in workers:
             w.drain()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+
+class EchoBackend:
+    """A real Backend implementation that answers with what its request carried (tenant fields)."""
+
+    name, model = "echo#local", "tiny"
+    endpoints = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS})
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    def ready(self) -> bool:
+        return True
+
+    def stats(self) -> dict[str, object]:
+        return {}
+
+    async def complete(self, request: BackendRequest) -> bytes:
+        lora = request.lora
+        return orjson.dumps(
+            {
+                "salt": request.cache_salt,
+                "adapter": lora.engine_name if lora else None,
+                "path": lora.path if lora else None,
+            }
+        )
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[bytes]:
+        yield await self.complete(request)
+
+
+async def test_tenant_salt_and_adapter_reach_the_worker(queue: object, settings: Settings) -> None:
+    from datetime import UTC, datetime
+
+    from modelyard.tenancy.records import AdapterInfo
+
+    w = Worker(queue, {"tiny": EchoBackend()}, settings.queue, worker_id="we")  # type: ignore[arg-type, dict-item]
+    task = asyncio.create_task(w.run())
+    try:
+        queued = QueuedBackend("tiny", queue, settings.queue)  # type: ignore[arg-type]
+        req = chat("t1", "Hello")
+        req.cache_salt = "tenant-a"
+        req.lora = AdapterInfo("a1", "tenant-a", "tiny", "support", "/adapters/a1", datetime.now(UTC))
+        assert orjson.loads(await queued.complete(req)) == {
+            "salt": "tenant-a",
+            "adapter": "tenant-a/support",
+            "path": "/adapters/a1",
+        }
+        plain = await collect(queued.stream(chat("t2", "Hello")))
+        assert orjson.loads(plain[0]) == {"salt": None, "adapter": None, "path": None}
+    finally:
+        w.drain()
+        await asyncio.wait_for(task, 10)

@@ -52,6 +52,8 @@ class Job(msgspec.Struct, frozen=True):
     ``body`` is the client's JSON object (the worker parses it again with the same wire models);
     ``prefix_hash`` is the gateway's hash of the prompt's start (prefix-affinity routing);
     ``target`` names the worker the router chose, or is ``None`` for any worker of the model.
+    ``cache_salt`` (the tenant id) and ``lora`` (a tenant adapter's fields: ``id``, ``tenant_id``,
+    ``base_model``, ``name``, ``path``, ``created_at``) travel to the worker's backend request.
     """
 
     request_id: str
@@ -62,6 +64,8 @@ class Job(msgspec.Struct, frozen=True):
     enqueued_at: float = msgspec.field(default_factory=time.time)
     prefix_hash: str | None = None
     target: str | None = None
+    cache_salt: str | None = None
+    lora: dict[str, str] | None = None
 
 
 class ReplyKind(enum.StrEnum):

@@ -29,6 +29,7 @@ import signal
 import socket
 import time
 from collections import deque
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,13 @@ class Worker:
             job.body
         )
         req = BackendRequest(endpoint, job.body, parsed, job.request_id, job.model)
+        req.cache_salt = job.cache_salt
+        if job.lora is not None:
+            from modelyard.tenancy.records import AdapterInfo
+
+            fields = dict(job.lora)
+            created = datetime.fromisoformat(fields.pop("created_at")) if job.lora.get("created_at") else None
+            req.lora = AdapterInfo(**fields, created_at=created)  # type: ignore[arg-type]
         if not job.stream:
             body = await backend.complete(req)
             if await self.queue.mark_started(job.request_id, me) is not None:

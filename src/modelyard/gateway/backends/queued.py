@@ -104,7 +104,7 @@ class QueuedBackend:
             "workers": [r.worker_id for r in mine],
         }
 
-    async def _target(self, body: dict[str, Any], prefix: str) -> str | None:
+    async def _target(self, adapter: str | None, prefix: str) -> str | None:
         if self._cfg.routing == "pull":
             return None
         now = time.monotonic()
@@ -114,7 +114,7 @@ class QueuedBackend:
             self._reports,
             self.model,
             policy=self._cfg.routing,
-            adapter=body.get("lora") if isinstance(body.get("lora"), str) else None,
+            adapter=adapter,
             prefix=prefix,
             load_cap=self._cfg.load_cap,
         )
@@ -125,6 +125,8 @@ class QueuedBackend:
 
     async def _submit(self, request: BackendRequest, stream: bool) -> None:
         prefix = prefix_hash(request.body)
+        lora = _lora_fields(getattr(request, "lora", None))
+        adapter = f"{lora['tenant_id']}/{lora['name']}" if lora else None
         job = Job(
             request_id=request.request_id,
             model=self.model,
@@ -132,7 +134,9 @@ class QueuedBackend:
             body=request.body,
             stream=stream,
             prefix_hash=prefix,
-            target=await self._target(request.body, prefix),
+            target=await self._target(adapter, prefix),
+            cache_salt=getattr(request, "cache_salt", None),
+            lora=lora,
         )
         try:
             await self._queue.submit(job)
@@ -216,3 +220,13 @@ class QueuedBackend:
             await self._queue.finish(request_id)
         except (RedisError, OSError) as exc:
             log.warning("cleaning up %s failed: %s", request_id, exc)
+
+
+def _lora_fields(lora: Any) -> dict[str, str] | None:
+    """A tenant adapter (tenancy ``AdapterInfo``) as plain strings for the job."""
+    if lora is None:
+        return None
+    fields = {k: getattr(lora, k) for k in ("id", "tenant_id", "base_model", "name", "path")}
+    created = getattr(lora, "created_at", None)
+    fields["created_at"] = created.isoformat() if created is not None else ""
+    return {k: str(v) for k, v in fields.items()}
