@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -208,5 +209,44 @@ async def test_tenant_salt_and_adapter_reach_the_worker(queue: object, settings:
         plain = await collect(queued.stream(chat("t2", "Hello")))
         assert orjson.loads(plain[0]) == {"salt": None, "adapter": None, "path": None}
     finally:
+        w.drain()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_claimed_job_of_a_live_owner_is_left_alone_then_ended_when_it_dies(
+    queue: object, settings: Settings
+) -> None:
+    from modelyard.queue.base import WorkerReport
+
+    q: Any = queue
+    await q.submit(Job("slow", "tiny", "completions", {"model": "tiny", "prompt": "x"}, True))
+    (taken,) = await q.take("owner", ["tiny"], 1, 1.0)
+    assert await q.mark_started("slow", "owner") is None  # "owner" streamed output, then stalled
+
+    async def owner_heartbeat() -> None:  # alive, but its job's entry is not kept fresh
+        while True:
+            await q.report(WorkerReport("owner", ["tiny"]))
+            await asyncio.sleep(0.1)
+
+    beat = asyncio.create_task(owner_heartbeat())
+    w = Worker(q, {"tiny": EchoBackend()}, settings.queue, worker_id="claimer")  # type: ignore[dict-item]
+    task = asyncio.create_task(w.run())
+    try:
+        await asyncio.sleep(settings.queue.claim_idle_s + 4 * settings.queue.heartbeat_s)
+        replies, _ = await q.read("slow", "0", 0.1)
+        assert replies == []  # the owner is alive: no error, no replay
+        beat.cancel()
+        await q.unregister("owner")  # now it is gone
+        replies = []
+        for _ in range(50):
+            replies, _ = await q.read("slow", "0", 0.2)
+            if replies:
+                break
+        (reply,) = replies
+        assert reply.kind.value == "error" and reply.error["class"] == "WorkerLost"
+        assert "not replayed" in reply.error["message"]
+        assert await q.depth("tiny") == 0  # acknowledged: nothing left to claim
+    finally:
+        beat.cancel()
         w.drain()
         await asyncio.wait_for(task, 10)

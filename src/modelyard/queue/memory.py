@@ -112,7 +112,9 @@ class InProcessQueue:
         for i, e in self._entries.items():
             if len(out) >= count or e.job.model not in models:
                 continue
-            stale = e.owner not in (None, worker_id) and now - e.touched >= min_idle_s
+            stale = (
+                e.owner is not None and now - e.touched >= min_idle_s
+            )  # own idle entries too, as XAUTOCLAIM
             orphan = e.owner is None and e.job.target not in (None, worker_id) and e.job.target not in alive
             if stale or orphan:
                 e.owner, e.touched = worker_id, now

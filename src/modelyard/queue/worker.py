@@ -214,6 +214,9 @@ class Worker:
                 return
             if d.claimed:
                 owner = await self.queue.started_by(rid)
+                if owner is not None and owner != me and owner in await self._live_workers():
+                    ack = False  # the owner was only slow to heartbeat and is still streaming: leave it
+                    return
                 if owner is not None:  # its output reached the client: end it, never replay it
                     await send.error(
                         WorkerLost(f"worker {owner} stopped while streaming {rid}; {_NO_REPLAY}")
@@ -222,8 +225,8 @@ class Worker:
             await send(ReplyKind.START, queue_time_s=time.time() - job.enqueued_at)
             if job.prefix_hash:
                 self._prefixes.append(job.prefix_hash)
-            await self._generate(d, send)
-            self.served += 1
+            if await self._generate(d, send):
+                self.served += 1
         except asyncio.CancelledError:
             # Cancelled by its gateway (nobody listens), or the drain timed out: say so in-band.
             if self.draining:
@@ -243,7 +246,11 @@ class Worker:
                 with contextlib.suppress(*_QUEUE_ERRORS):
                     await self.queue.ack(d)
 
-    async def _generate(self, d: Delivery, send: _Sender) -> None:
+    async def _live_workers(self) -> set[str]:
+        return {r.worker_id for r in await self.queue.workers()}
+
+    async def _generate(self, d: Delivery, send: _Sender) -> bool:
+        """Serve the job; False when another worker's copy of it is the one the client sees."""
         job, me = d.job, self.worker_id
         backend = self.backends.get(job.model)
         if backend is None:
@@ -263,7 +270,7 @@ class Worker:
         if not job.stream:
             body = await backend.complete(req)
             if await self.queue.mark_started(job.request_id, me) is not None:
-                return  # another worker answered this request already
+                return False  # another worker answered this request already
             await send(ReplyKind.DATA, data=body)
         else:
             first = True
@@ -271,10 +278,11 @@ class Worker:
                 async for payload in payloads:
                     if first:
                         if await self.queue.mark_started(job.request_id, me) is not None:
-                            return  # a live duplicate delivery is already streaming it
+                            return False  # a live duplicate delivery is already streaming it
                         first = False
                     await send(ReplyKind.DATA, data=payload)
         await send(ReplyKind.END)
+        return True
 
 
 _NO_REPLAY = "the partial response is not replayed"

@@ -176,7 +176,9 @@ class QueuedBackend:
                     if r.queue_time_s is not None and owner is None:
                         self.queue_times.append(r.queue_time_s)
                         del self.queue_times[:-_QUEUE_TIMES_KEPT]
-                elif r.kind is ReplyKind.ERROR:
+                elif r.kind is ReplyKind.ERROR and (
+                    owner in (None, r.worker) or (r.error or {}).get("class") == "WorkerLost"
+                ):
                     failure = error_from_reply(r)
                     if sent and not isinstance(failure, WorkerLost):
                         failure = WorkerLost(failure.message)
