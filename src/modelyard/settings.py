@@ -200,9 +200,12 @@ class TracingSettings(_Section):
     )
     file_path: Path | None = Field(default=None, description="Span file for `exporter: file`.")
     token_events_every: int = Field(
-        default=1, ge=0, description="Record every N-th streamed chunk as a span event (0: none)."
+        default=16,
+        ge=0,
+        description="Record every N-th streamed chunk as a span event (0: none; 1: token by token, "
+        "which costs ~25 us of CPU per chunk).",
     )
-    max_token_events: int = Field(default=512, ge=0, description="Most token events on one span.")
+    max_token_events: int = Field(default=64, ge=0, description="Most token events on one span.")
     capture_content: bool = Field(
         default=False, description="Put the chunk text on token events (prompts/outputs may be sensitive)."
     )

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind
 
 from modelyard.monitoring.labels import DISCONNECT_STATUS, failure_cause, rejection_reason
 from modelyard.monitoring.metrics import Outcome
+from modelyard.monitoring.spans import end_request_span, request_attributes
 
 if TYPE_CHECKING:
     from modelyard.gateway.backends.base import Backend
@@ -124,7 +125,7 @@ class Observation:
                 context=parent,
                 kind=SpanKind.SERVER,
                 start_time=self.wall0_ns,
-                attributes=_request_attributes(op, model_ref, tenant, request_id, stream, body),
+                attributes=request_attributes(op, model_ref, tenant, request_id, stream, body),
             )
 
     # ---- notifications --------------------------------------------------------------------------
@@ -218,6 +219,8 @@ class Observation:
         return reason
 
     def _keep_text(self, piece: str) -> None:
+        if not self.log_it:
+            return
         room = self.m.max_text_chars - self.text_len
         if room > 0:
             self.text.append(piece[:room])
@@ -283,59 +286,9 @@ class Observation:
             decode_s=decode,
         )
         self.m.metrics.record(outcome)
-        trace_id = self._end_span(t_end, outcome, exc, message)
+        trace_id = end_request_span(self, t_end, outcome, exc, message)
         if self.log_it:
             self.m.log(self._record(outcome, trace_id, message))
-
-    def _end_span(
-        self, t_end: float, o: Outcome, exc: BaseException | None, message: str | None
-    ) -> str | None:
-        span = self.span
-        if span is None:
-            return None
-        tracer = self.m.tracer
-        assert tracer is not None
-        attrs: dict[str, Any] = {"http.response.status_code": o.status, "gen_ai.response.model": self.model}
-        if self.deployment:
-            attrs["modelyard.deployment"] = self.deployment
-        if self.response_id:
-            attrs["gen_ai.response.id"] = self.response_id
-        if o.prompt_tokens is not None:
-            attrs["gen_ai.usage.input_tokens"] = o.prompt_tokens
-        if o.completion_tokens is not None:
-            attrs["gen_ai.usage.output_tokens"] = o.completion_tokens
-        if self.finish_reasons:
-            attrs["gen_ai.response.finish_reasons"] = self.finish_reasons
-        if o.ttft_s is not None and self.t_first is not None:
-            attrs["gen_ai.response.time_to_first_chunk"] = o.ttft_s
-            attrs["gen_ai.server.time_to_first_token"] = o.ttft_s
-            first_ns = self._wall(self.t_first)
-            attrs["langfuse.observation.completion_start_time"] = _iso(first_ns)
-        span.set_attributes(attrs)
-        ctx = trace.set_span_in_context(span)
-        t_dispatch = self.t_dispatch if self.t_dispatch is not None else t_end
-        tracer.start_span("queue", context=ctx, start_time=self.wall0_ns).end(end_time=self._wall(t_dispatch))
-        if self.t_dispatch is not None:
-            if self.t_first is not None:
-                tracer.start_span("prefill", context=ctx, start_time=self._wall(t_dispatch)).end(
-                    end_time=self._wall(self.t_first)
-                )
-                tracer.start_span("decode", context=ctx, start_time=self._wall(self.t_first)).end(
-                    end_time=self._wall(t_end)
-                )
-            else:
-                tracer.start_span("generate", context=ctx, start_time=self._wall(t_dispatch)).end(
-                    end_time=self._wall(t_end)
-                )
-        if o.disconnected:
-            span.set_attribute("modelyard.client_disconnected", True)
-        elif o.cause is not None:
-            span.set_attribute("error.type", o.cause)
-            span.set_status(Status(StatusCode.ERROR, message))
-            if exc is not None:
-                span.record_exception(exc)
-        span.end(end_time=self._wall(t_end))
-        return format(span.get_span_context().trace_id, "032x")
 
     def _record(self, o: Outcome, trace_id: str | None, message: str | None) -> RequestRecord:
         from modelyard.monitoring.requestlog.records import RequestRecord
@@ -365,37 +318,6 @@ class Observation:
 
 
 _LOGGED_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "seed", "stop", "user")
-
-
-def _request_attributes(
-    op: str, model: str, tenant: str, rid: str, stream: bool, body: dict[str, Any]
-) -> dict[str, Any]:
-    attrs: dict[str, Any] = {
-        "gen_ai.operation.name": op,
-        "gen_ai.provider.name": "modelyard",
-        "gen_ai.request.model": model,
-        "modelyard.tenant": tenant,
-        "modelyard.request_id": rid,
-        "modelyard.stream": stream,
-        "langfuse.observation.type": "generation",
-    }
-    for key, attr in (
-        ("temperature", "gen_ai.request.temperature"),
-        ("top_p", "gen_ai.request.top_p"),
-        ("seed", "gen_ai.request.seed"),
-        ("n", "gen_ai.request.choice.count"),
-    ):
-        value = body.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            attrs[attr] = value
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if isinstance(max_tokens, int):
-        attrs["gen_ai.request.max_tokens"] = max_tokens
-    return attrs
-
-
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class ObservedStream:

@@ -11,7 +11,6 @@ come in through :func:`extract` and go upstream through :func:`inject`.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -46,7 +45,7 @@ class FileSpanExporter(SpanExporter):
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = "".join(json.dumps(json.loads(s.to_json()), separators=(",", ":")) + "\n" for s in spans)
+        lines = "".join(s.to_json(indent=None) + "\n" for s in spans)
         with self._lock:
             self._file.write(lines)
             self._file.flush()
