@@ -52,7 +52,7 @@ async def test_buffer_batches_and_counts_drops(db: Engine) -> None:
     assert accepted == [True] * 5 + [False] * 2 and sum(dropped) == 2
     assert count(db) == 0  # nothing is written on the caller's path
     w.start()
-    for _ in range(100):  # a full batch wakes the writer without waiting for the 60 s interval
+    for _ in range(500):  # a full batch wakes the writer without waiting for the 60 s interval
         if count(db) == 5:
             break
         await asyncio.sleep(0.02)
