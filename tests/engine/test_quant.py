@@ -31,9 +31,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 def _run(model) -> torch.Tensor:
     drv = PagedDriver(model, block_size=4)
-    (prefill,) = drv.step([("a", PROMPT)])
+    (prefill,) = drv.step([("a", PROMPT)])  # 11 rows: the int8 kernel path
     (decode,) = drv.step([("a", [9])])
-    return torch.cat([prefill, decode])
+    (long,) = drv.step([("b", PROMPT * 2)])  # 22 rows: int8 takes the dense path
+    return torch.cat([prefill, decode, long])
 
 
 def _rel(got: torch.Tensor, ref: torch.Tensor) -> float:
