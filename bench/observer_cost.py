@@ -91,6 +91,14 @@ async def main_async(n: int, chunks: int) -> list[dict[str, Any]]:
         "metrics+log+trace (event every chunk)": {
             "tracing": {"exporter": "file", "file_path": str(tmp / "s3.jsonl"), "token_events_every": 1}
         },
+        "metrics+log+trace (no token events, no phase spans)": {
+            "tracing": {
+                "exporter": "file",
+                "file_path": str(tmp / "s4.jsonl"),
+                "token_events_every": 0,
+                "phase_spans": False,
+            }
+        },
         "metrics+log+trace (no token events)": {
             "tracing": {"exporter": "file", "file_path": str(tmp / "s2.jsonl"), "token_events_every": 0}
         },

@@ -206,6 +206,9 @@ class TracingSettings(_Section):
         "which costs ~25 us of CPU per chunk).",
     )
     max_token_events: int = Field(default=64, ge=0, description="Most token events on one span.")
+    phase_spans: bool = Field(
+        default=True, description="Add `queue`, `prefill` and `decode` child spans to each request span."
+    )
     capture_content: bool = Field(
         default=False, description="Put the chunk text on token events (prompts/outputs may be sensitive)."
     )

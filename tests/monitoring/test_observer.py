@@ -158,3 +158,12 @@ async def test_disabled_monitor_observes_nothing(tmp_path: Path) -> None:
     obs.completed(b"{}")
     assert "modelyard_requests_total{" not in m.metrics.exposition().decode()
     await m.stop()
+
+
+async def test_phase_spans_can_be_turned_off(tmp_path: Path) -> None:
+    m = monitor(tmp_path, phase_spans=False)
+    obs = observe(m)
+    obs.chunk(chunk("a"))
+    obs.finish_stream()
+    assert [s["name"] for s in spans(m, tmp_path)] == ["chat free text"]
+    await m.stop()

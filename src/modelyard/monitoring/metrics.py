@@ -147,6 +147,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # as bounded as the labels
         r = self.registry
         self.requests = Counter(
             "modelyard_requests",
@@ -249,41 +250,49 @@ class Metrics:
             registry=r,
         )
 
+    def _c(self, metric: Any, *labels: str) -> Any:
+        """The labelled child, cached (``labels()`` takes a lock and builds a key on every call)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def record(self, o: Outcome) -> None:
         """Account one finished request."""
         lab = (o.model, o.tenant)
-        self.requests.labels(*lab, o.endpoint, str(o.status)).inc()
-        self.e2e.labels(*lab, o.endpoint).observe(o.e2e_s)
+        self._c(self.requests, *lab, o.endpoint, str(o.status)).inc()
+        self._c(self.e2e, *lab, o.endpoint).observe(o.e2e_s)
         if o.queue_s is not None:
-            self.queue.labels(*lab).observe(o.queue_s)
+            self._c(self.queue, *lab).observe(o.queue_s)
         if o.ttft_s is not None:
-            self.ttft.labels(*lab).observe(o.ttft_s)
+            self._c(self.ttft, *lab).observe(o.ttft_s)
         if o.itl_s:
-            itl = self.itl.labels(*lab)
+            itl = self._c(self.itl, *lab)
             for dt in o.itl_s:
                 itl.observe(dt)
         if o.prompt_tokens:
-            self.prompt_tokens.labels(*lab).inc(o.prompt_tokens)
+            self._c(self.prompt_tokens, *lab).inc(o.prompt_tokens)
         if o.completion_tokens:
-            self.generation_tokens.labels(*lab).inc(o.completion_tokens)
+            self._c(self.generation_tokens, *lab).inc(o.completion_tokens)
             if o.decode_s:
-                self.tps.labels(*lab).observe(o.completion_tokens / o.decode_s)
+                self._c(self.tps, *lab).observe(o.completion_tokens / o.decode_s)
         for reason in o.finish_reasons:
-            self.finish.labels(*lab, reason).inc()
+            self._c(self.finish, *lab, reason).inc()
         if o.disconnected:
-            self.disconnects.labels(*lab, o.endpoint).inc()
+            self._c(self.disconnects, *lab, o.endpoint).inc()
         elif o.cause is not None:
-            self.failures.labels(*lab, o.cause).inc()
+            self._c(self.failures, *lab, o.cause).inc()
             if o.rejection is not None:
-                self.rejections.labels(*lab, o.rejection).inc()
+                self._c(self.rejections, *lab, o.rejection).inc()
         if o.engine:
             if o.ttft_s is not None:
-                self.vllm_ttft.labels(o.model).observe(o.ttft_s)
+                self._c(self.vllm_ttft, o.model).observe(o.ttft_s)
             if o.itl_s:
-                vitl = self.vllm_itl.labels(o.model)
+                vitl = self._c(self.vllm_itl, o.model)
                 for dt in o.itl_s:
                     vitl.observe(dt)
-            self.vllm_e2e.labels(o.model).observe(o.e2e_s)
+            self._c(self.vllm_e2e, o.model).observe(o.e2e_s)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

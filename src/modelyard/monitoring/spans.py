@@ -75,21 +75,8 @@ def end_request_span(
         first_ns = obs._wall(obs.t_first)
         attrs["langfuse.observation.completion_start_time"] = iso_utc(first_ns)
     span.set_attributes(attrs)
-    ctx = trace.set_span_in_context(span)
-    t_dispatch = obs.t_dispatch if obs.t_dispatch is not None else t_end
-    tracer.start_span("queue", context=ctx, start_time=obs.wall0_ns).end(end_time=obs._wall(t_dispatch))
-    if obs.t_dispatch is not None:
-        if obs.t_first is not None:
-            tracer.start_span("prefill", context=ctx, start_time=obs._wall(t_dispatch)).end(
-                end_time=obs._wall(obs.t_first)
-            )
-            tracer.start_span("decode", context=ctx, start_time=obs._wall(obs.t_first)).end(
-                end_time=obs._wall(t_end)
-            )
-        else:
-            tracer.start_span("generate", context=ctx, start_time=obs._wall(t_dispatch)).end(
-                end_time=obs._wall(t_end)
-            )
+    if obs.m.tracing.phase_spans:
+        _phase_spans(obs, span, t_end)
     if o.disconnected:
         span.set_attribute("modelyard.client_disconnected", True)
     elif o.cause is not None:
@@ -99,3 +86,26 @@ def end_request_span(
             span.record_exception(exc)
     span.end(end_time=obs._wall(t_end))
     return format(span.get_span_context().trace_id, "032x")
+
+
+def _phase_spans(obs: Observation, span: Any, t_end: float) -> None:
+    """``queue`` (arrival to dispatch), then ``prefill`` (to the first chunk) and ``decode`` (to the
+    end) for streams, or one ``generate`` span for a non-streamed answer."""
+    tracer = obs.m.tracer
+    assert tracer is not None
+    ctx = trace.set_span_in_context(span)
+    t_dispatch = obs.t_dispatch if obs.t_dispatch is not None else t_end
+    tracer.start_span("queue", context=ctx, start_time=obs.wall0_ns).end(end_time=obs._wall(t_dispatch))
+    if obs.t_dispatch is None:
+        return
+    if obs.t_first is not None:
+        tracer.start_span("prefill", context=ctx, start_time=obs._wall(t_dispatch)).end(
+            end_time=obs._wall(obs.t_first)
+        )
+        tracer.start_span("decode", context=ctx, start_time=obs._wall(obs.t_first)).end(
+            end_time=obs._wall(t_end)
+        )
+    else:
+        tracer.start_span("generate", context=ctx, start_time=obs._wall(t_dispatch)).end(
+            end_time=obs._wall(t_end)
+        )
