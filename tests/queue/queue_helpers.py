@@ -17,7 +17,7 @@ import redis
 import yaml
 
 from modelyard.queue.redis_streams import RedisStreamsQueue
-from servers import RemoteServer, stop_process
+from servers import RemoteServer, free_port, stop_process
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -69,6 +69,7 @@ class Cluster:
         self.config_path = tmp / "cluster.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config))
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.http_ports: dict[str, int] = {}
         for i in range(workers):
             self.start_worker(f"w{i}")
         (tmp / "gateway").mkdir(exist_ok=True)
@@ -95,6 +96,8 @@ class Cluster:
                 str(ready),
                 "--log-level",
                 "info",
+                "--http-port",
+                str(self.http_ports.setdefault(wid, free_port())),
             ],
             stdout=(self.tmp / f"{wid}.log").open("ab"),
             stderr=subprocess.STDOUT,
@@ -109,6 +112,9 @@ class Cluster:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker {wid} did not start:\n{self.log(wid)[-3000:]}")
             time.sleep(0.1)
+
+    def worker_url(self, wid: str) -> str:
+        return f"http://127.0.0.1:{self.http_ports[wid]}"
 
     def log(self, wid: str) -> str:
         return (self.tmp / f"{wid}.log").read_text(errors="replace")

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from queue_helpers import Cluster
@@ -127,6 +128,13 @@ def test_100_mixed_requests_complete_with_correct_usage(
     served = {wid: r["served"] for wid, r in reports.items()}
     assert sum(served.values()) - served_before == 100, served  # each request served exactly once
     assert all(v > 0 for v in served.values()) and len(served) == 2, served  # both workers pulled work
+    waits = 0
+    for wid in ("w0", "w1"):  # each worker's /metrics counts the queue wait of every request it took
+        assert httpx.get(f"{cluster.worker_url(wid)}/ready").status_code == 200
+        metrics = httpx.get(f"{cluster.worker_url(wid)}/metrics").text
+        line = next(x for x in metrics.splitlines() if x.startswith("vllm:request_queue_time_seconds_count"))
+        waits += int(float(line.split()[-1]))
+    assert waits == sum(r["served"] for r in reports.values())
 
 
 def test_sigkill_mid_stream_completes_or_errors_in_band(

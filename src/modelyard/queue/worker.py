@@ -66,6 +66,7 @@ class Worker:
         self.drain_timeout_s = drain_timeout_s
         self.draining = False
         self.served = 0
+        self.queue_wait = QueueWaitHistogram()
         self._tasks: dict[str, tuple[asyncio.Task[None], Delivery]] = {}
         self._prefixes: deque[str] = deque(maxlen=_PREFIXES_KEPT)
         self._stopped = asyncio.Event()
@@ -222,7 +223,9 @@ class Worker:
                         WorkerLost(f"worker {owner} stopped while streaming {rid}; {_NO_REPLAY}")
                     )
                     return
-            await send(ReplyKind.START, queue_time_s=time.time() - job.enqueued_at)
+            waited = max(0.0, time.time() - job.enqueued_at)
+            self.queue_wait.observe(waited)
+            await send(ReplyKind.START, queue_time_s=waited)
             if job.prefix_hash:
                 self._prefixes.append(job.prefix_hash)
             if await self._generate(d, send):
@@ -288,6 +291,24 @@ class Worker:
 _NO_REPLAY = "the partial response is not replayed"
 
 
+class QueueWaitHistogram:
+    """Cumulative histogram of enqueue-to-pickup time (exported as ``vllm:request_queue_time_seconds``)."""
+
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(self.BUCKETS)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.sum += seconds
+        for i, bound in enumerate(self.BUCKETS):
+            if seconds <= bound:
+                self.counts[i] += 1
+
+
 class _Sender:
     """Numbers one serving attempt's reply events (``seq``) so the gateway drops resent duplicates."""
 
@@ -342,7 +363,9 @@ async def serve_worker(
             w = holder.get("worker")
             stats = {name: b.stats() for name, b in backends.items()}
             wid = w.worker_id if w else (worker_id or "")
-            return render_metrics(wid, stats, w.in_flight if w else 0, w.served if w else 0)
+            return render_metrics(
+                wid, stats, w.in_flight if w else 0, w.served if w else 0, w.queue_wait if w else None
+            )
 
         server = await serve_http("0.0.0.0", http_port, ready=ready, metrics=metrics)
     for m in chosen:

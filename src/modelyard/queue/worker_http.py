@@ -17,8 +17,11 @@ from typing import Any
 _MAX_REQUEST_LINE = 4096
 
 
-def render_metrics(worker_id: str, models: dict[str, dict[str, Any]], in_flight: int, served: int) -> bytes:
-    """Prometheus text format for ``models`` (model name -> backend ``stats()``)."""
+def render_metrics(
+    worker_id: str, models: dict[str, dict[str, Any]], in_flight: int, served: int, queue_wait: Any = None
+) -> bytes:
+    """Prometheus text format for ``models`` (model name -> backend ``stats()``); ``queue_wait`` is the
+    worker's ``QueueWaitHistogram`` (enqueue to pick-up), exported as ``vllm:request_queue_time_seconds``."""
     lines = []
     gauges = (
         ("vllm:num_requests_running", "num_running", "Requests in the engine's running batch."),
@@ -37,6 +40,19 @@ def render_metrics(worker_id: str, models: dict[str, dict[str, Any]], in_flight:
         "# TYPE modelyard_worker_served_total counter",
         f'modelyard_worker_served_total{{worker="{worker_id}"}} {served}',
     ]
+    if queue_wait is not None:
+        name, label = "vllm:request_queue_time_seconds", f'worker="{worker_id}"'
+        lines += [
+            f"# HELP {name} Time from enqueue to a worker picking the request up.",
+            f"# TYPE {name} histogram",
+        ]
+        for bound, n in zip(queue_wait.BUCKETS, queue_wait.counts, strict=True):
+            lines.append(f'{name}_bucket{{{label},le="{bound}"}} {n}')
+        lines += [
+            f'{name}_bucket{{{label},le="+Inf"}} {queue_wait.count}',
+            f"{name}_sum{{{label}}} {queue_wait.sum}",
+            f"{name}_count{{{label}}} {queue_wait.count}",
+        ]
     return ("\n".join(lines) + "\n").encode()
 
 
