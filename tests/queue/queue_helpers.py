@@ -42,8 +42,16 @@ class Cluster:
     """``modelyard serve`` with ``queue.backend: redis`` plus ``modelyard worker`` subprocesses."""
 
     def __init__(
-        self, tmp: Path, tiny_dir: Path, *, workers: int, redis_url: str = REDIS_URL, **queue: Any
+        self,
+        tmp: Path,
+        tiny_dir: Path | None,
+        *,
+        workers: int,
+        redis_url: str = REDIS_URL,
+        settings: dict[str, Any] | None = None,
+        **queue: Any,
     ) -> None:
+        """``tiny_dir`` serves the tiny model as ``tiny``; ``settings`` overrides top-level settings."""
         self.tmp = tmp
         self.prefix = unique_prefix()
         self.redis_url = redis_url
@@ -65,6 +73,7 @@ class Cluster:
                 "queue_timeout_s": 30,
                 **queue,
             },
+            **(settings or {}),
         }
         self.config_path = tmp / "cluster.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config))
