@@ -99,17 +99,30 @@ async def test_errors_before_output_keep_their_class(
 
 
 async def test_cancel_frees_the_engine_request(
-    queue: object, worker: Worker, local: LocalBackend, settings: Settings
+    queue: object, local: LocalBackend, settings: Settings
 ) -> None:
-    queued = QueuedBackend("tiny", queue, settings.queue)  # type: ignore[arg-type]
-    agen = queued.stream(completion("c", "Hello", max_tokens=240))
-    await agen.__anext__()
-    await agen.aclose()
-    for _ in range(100):
-        if local.stats()["num_running"] == 0 and not worker._tasks:
-            break
-        await asyncio.sleep(0.05)
-    assert local.stats()["num_running"] == 0 and not worker._tasks
+    req = completion("c", "A quick", max_tokens=240, user="full")
+    full = orjson.loads(await local.complete(req))
+    assert full["usage"]["completion_tokens"] == 240  # precondition: this request runs to its limit
+    before = local.stats()["generation_tokens_total"]
+    cfg = settings.queue.model_copy(update={"cancel_poll_s": 0.01})  # the tiny model is fast
+    worker = Worker(queue, {"tiny": local}, cfg, worker_id="wc")  # type: ignore[arg-type]
+    task = asyncio.create_task(worker.run())
+    try:
+        queued = QueuedBackend("tiny", queue, cfg)  # type: ignore[arg-type]
+        agen = queued.stream(completion("c2", "A quick", max_tokens=240, user="cancelled"))
+        await agen.__anext__()
+        await agen.aclose()
+        for _ in range(100):
+            if local.stats()["num_running"] == 0 and worker.in_flight == 0:
+                break
+            await asyncio.sleep(0.05)
+        stats = local.stats()
+        assert stats["num_running"] == 0 and worker.in_flight == 0 and stats["kv_cache_usage"] == 0.0
+        assert stats["generation_tokens_total"] - before < 240  # aborted, not run to the end
+    finally:
+        worker.drain()
+        await asyncio.wait_for(task, 10)
 
 
 async def test_queue_full_is_503_with_retry_after(settings: Settings) -> None:

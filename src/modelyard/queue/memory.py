@@ -76,8 +76,6 @@ class InProcessQueue:
 
     async def finish(self, request_id: str) -> None:
         self._replies.pop(request_id, None)
-        self._started.pop(request_id, None)
-        self._cancelled.discard(request_id)
 
     async def depth(self, model: str) -> int:
         return sum(1 for e in self._entries.values() if e.job.model == model)
@@ -129,7 +127,10 @@ class InProcessQueue:
                 e.touched = now
 
     async def ack(self, delivery: Delivery) -> None:
+        # Markers live until the job is done (Redis lets them expire after reply_ttl_s instead).
         self._entries.pop(delivery.entry, None)
+        self._started.pop(delivery.job.request_id, None)
+        self._cancelled.discard(delivery.job.request_id)
 
     async def reply(self, request_id: str, reply: Reply) -> None:
         self._replies.setdefault(request_id, []).append(reply)
