@@ -19,7 +19,9 @@ from tenancy_support import REDIS_URL
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def limits(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[LimitStore]:
-    store: LimitStore = MemoryLimitStore() if request.param == "memory" else RedisLimitStore(REDIS_URL, redis_prefix)
+    store: LimitStore = (
+        MemoryLimitStore() if request.param == "memory" else RedisLimitStore(REDIS_URL, redis_prefix)
+    )
     yield store
     await store.close()
 

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import redis
 
-from modelyard.tenancy.admission import prompt_upper_bound
 from modelyard.protocol.openai import ChatCompletionRequest
+from modelyard.tenancy.admission import prompt_upper_bound
 from servers import MockUpstream, RemoteServer
 from tenancy_support import REDIS_URL, bootstrap_admin, fresh_database_url, tenancy_config
 
@@ -34,7 +34,11 @@ class Pair:
 
     def admin_call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         r = httpx.request(
-            method, self.servers[0].url + path, headers={"authorization": f"Bearer {self.admin}"}, timeout=10, **kw
+            method,
+            self.servers[0].url + path,
+            headers={"authorization": f"Bearer {self.admin}"},
+            timeout=10,
+            **kw,
         )
         assert r.status_code < 300, r.text
         return r
@@ -43,7 +47,11 @@ class Pair:
         tid = f"t{secrets.token_hex(3)}"
         body = {"id": tid, "models": ["remote-chat", "slow"], "limits": limits or {}, "budget": budget or {}}
         self.admin_call("POST", "/admin/tenants", json=body)
-        return str(self.admin_call("POST", "/admin/keys", json={"tenant": tid, "scopes": ["inference"]}).json()["key"])
+        return str(
+            self.admin_call("POST", "/admin/keys", json={"tenant": tid, "scopes": ["inference"]}).json()[
+                "key"
+            ]
+        )
 
     async def burst(self, key: str, n: int, body: dict[str, Any]) -> tuple[list[httpx.Response], float]:
         """``n`` concurrent requests, alternating between the two servers; (responses, seconds)."""
@@ -136,8 +144,13 @@ async def test_concurrency_cap_across_two_processes(pair: Pair) -> None:
 
 
 async def test_budget_race_50_for_10(pair: Pair) -> None:
-    body = {"model": "slow", "messages": MSG, "max_tokens": 20, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": "slow",
+        "messages": MSG,
+        "max_tokens": 20,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     reserved = prompt_upper_bound(ChatCompletionRequest.model_validate(body)) + 20
     budget = reserved * 10
     key = pair.tenant(budget={"tokens": budget})
@@ -154,7 +167,9 @@ async def test_budget_race_50_for_10(pair: Pair) -> None:
     async with httpx.AsyncClient(timeout=60) as c:
         for i in range(40):
             r = await c.post(
-                pair.servers[i % 2].url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+                pair.servers[i % 2].url + "/v1/chat/completions",
+                json=body,
+                headers={"authorization": f"Bearer {key}"},
             )
             if r.status_code != 200:
                 break
@@ -176,7 +191,10 @@ def test_revocation_reaches_the_other_process_at_once(pair: Pair) -> None:
     h = {"authorization": f"Bearer {key}"}
     for s in pair.servers:
         assert httpx.post(s.url + "/v1/chat/completions", json=body, headers=h).status_code == 200
-    key_id = next(k["id"] for k in pair.admin_call("GET", "/admin/keys").json()["data"]
-                  if k["prefix"] == key.split("-")[1])
+    key_id = next(
+        k["id"]
+        for k in pair.admin_call("GET", "/admin/keys").json()["data"]
+        if k["prefix"] == key.split("-")[1]
+    )
     pair.admin_call("DELETE", f"/admin/keys/{key_id}")
     assert httpx.post(pair.servers[1].url + "/v1/chat/completions", json=body, headers=h).status_code == 401

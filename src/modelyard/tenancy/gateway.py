@@ -9,6 +9,7 @@ asked for it), so the ledger holds the tokens the backend reported.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from typing import Any
@@ -158,7 +159,9 @@ def _route_to_base(
 def _status(exc: BaseException) -> str:
     if isinstance(exc, ModelyardError):
         return f"error_{exc.status_code}"
-    return "cancelled" if not isinstance(exc, Exception) else "error_500"
+    if isinstance(exc, asyncio.CancelledError):
+        return "disconnected"  # the client went away; the backend was aborted
+    return "error_500"
 
 
 class MeteredStream:

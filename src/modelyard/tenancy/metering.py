@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 import anyio
@@ -52,16 +51,11 @@ class Meter:
         await self._queue.put(usage)
 
     async def _take_batch(self) -> list[Usage]:
-        batch = [await self._queue.get()]
-        deadline = time.monotonic() + self._flush_s
-        while len(batch) < self._batch:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), left))
-            except TimeoutError:
-                break
+        batch = self._inflight = [await self._queue.get()]  # owned by close() if cancelled below
+        if self._queue.qsize() < self._batch - 1 and not self._queue.full():
+            await asyncio.sleep(self._flush_s)  # let a batch gather (producers are not blocked)
+        while len(batch) < self._batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
         return batch
 
     async def _write(self, batch: list[Usage]) -> None:
