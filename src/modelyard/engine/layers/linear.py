@@ -125,7 +125,7 @@ class Linear(nn.Module):
             if self.bias is not None:
                 y = y + self.bias
         else:
-            y = F.linear(x, self.weight, self.bias)
+            y = F.linear(x, self.dense_weight(), self.bias)
         if lora is not None and self.lora_a is not None:
             y = y + self._lora_delta(x, lora)
         return y

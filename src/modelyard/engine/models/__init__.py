@@ -118,7 +118,9 @@ class ModelConfig:
             ropes = [local_rope if w is not None else global_rope for w in windows]
             act = hf.get("hidden_activation") or "gelu_pytorch_tanh"
         else:
-            windows = [None] * n_layers
+            # Mistral-style checkpoints may declare one window for every layer.
+            window_all = hf.get("sliding_window") if model_type == "mistral" else None
+            windows = [int(window_all) if window_all else None] * n_layers
             params = rope_params or {
                 **(hf.get("rope_scaling") or {}),
                 "rope_theta": hf.get("rope_theta", 10_000.0),
@@ -173,10 +175,16 @@ class CausalLM(Protocol):
         ...
 
 
+def _check_supported(config: ModelConfig) -> None:
+    if config.attn_logit_softcapping:
+        raise ConfigError("attention logit soft-capping (Gemma 2) is not supported by the engine")
+
+
 def build_model(
     config: ModelConfig, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu"
 ) -> Any:
     """An uninitialised model of ``config.architecture`` (weights are filled by the loader)."""
+    _check_supported(config)
     if config.architecture == "llama":
         from modelyard.engine.models.llama import LlamaForCausalLM
 

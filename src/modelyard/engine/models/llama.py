@@ -116,6 +116,7 @@ class LlamaForCausalLM(nn.Module):
             if config.tie_word_embeddings
             else Linear(config.hidden_size, config.vocab_size, dtype=dtype, device=device)
         )
+        self.inv_freq: torch.Tensor
         self.register_buffer("inv_freq", inv_freq(config.rope[0], config.head_dim, device), persistent=False)
 
     @torch.inference_mode()
