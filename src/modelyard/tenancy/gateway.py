@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import InvalidRequest, ModelyardError
 from modelyard.gateway.backends.base import BackendRequest, Endpoint, ParsedRequest
 from modelyard.gateway.pipeline import Gateway, StreamHandle
 from modelyard.protocol.openai import StreamOptions
@@ -68,6 +68,12 @@ class TenantGateway(Gateway):
         req = await super()._prepare(endpoint, parsed, body, request_id)
         ticket: Ticket | None = _TICKET.get()
         if ticket is not None and ticket.adapter is not None:
+            if not any(getattr(d.backend, "local", False) for d in self.router.deployments(req.model)):
+                raise InvalidRequest(
+                    f"`{ticket.adapter.model_name}` is an adapter of a model served by a remote deployment; "
+                    "private adapters are served by the built-in engine only",
+                    param="model",
+                )
             req.lora = ticket.adapter  # type: ignore[attr-defined]
         principal = _principal()
         if principal.tenant_id is not None:

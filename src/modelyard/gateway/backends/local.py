@@ -8,6 +8,7 @@ request at once.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import time
@@ -43,6 +44,7 @@ class LocalBackend:
         self._ids = itertools.count()
         self.source_path: str | None = None
         self.digest: str | None = None
+        self._lora_locks: dict[str, asyncio.Lock] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def _load(self) -> Any:
@@ -151,10 +153,25 @@ class LocalBackend:
         )
         rid = f"{req.request_id}-{next(self._ids)}"
         return GenerateRequest(
-            request_id=rid, prompt_token_ids=ids, params=params, cache_salt=parsed.user
+            request_id=rid,
+            prompt_token_ids=ids,
+            params=params,
+            cache_salt=req.cache_salt or parsed.user,
+            lora=req.lora.engine_name if req.lora is not None else None,
         ), len(ids)
 
+    async def _ensure_lora(self, request: BackendRequest) -> None:
+        """Load a tenant's private adapter into the engine on its first use (once, even under a burst)."""
+        adapter = request.lora
+        if adapter is None or self._engine is None or adapter.engine_name in self._engine.lora_names():
+            return
+        lock = self._lora_locks.setdefault(adapter.engine_name, asyncio.Lock())
+        async with lock:
+            if adapter.engine_name not in self._engine.lora_names():
+                await self._engine.load_lora(adapter.engine_name, adapter.path)
+
     async def complete(self, request: BackendRequest) -> bytes:
+        await self._ensure_lora(request)
         gen_req, _ = self._generate_request(request)
         chat = request.endpoint is Endpoint.CHAT
         n = gen_req.params.n
@@ -194,6 +211,7 @@ class LocalBackend:
         return orjson.dumps(_envelope(request, chat, False, choices, _usage(usage)))
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[bytes]:
+        await self._ensure_lora(request)
         gen_req, _ = self._generate_request(request)
         chat = request.endpoint is Endpoint.CHAT
         parsed = request.parsed
