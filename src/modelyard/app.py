@@ -36,6 +36,7 @@ from modelyard.http.errors import EXCEPTION_HANDLERS
 from modelyard.http.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from modelyard.http.openai import chat, completions, embeddings, models
 from modelyard.settings import Settings
+from modelyard.tenancy.auth import AuthMiddleware
 
 log = logging.getLogger("modelyard")
 
@@ -53,6 +54,7 @@ class Services:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)
     monitor: Any = None
+    tenancy: Any = None
 
 
 def _build_backends(settings: Settings) -> tuple[list[tuple[Backend, float]], list[Backend]]:
@@ -100,9 +102,16 @@ async def start_services(settings: Settings) -> Services:
     registry = Registry(settings.resolved_database_url)
     await anyio.to_thread.run_sync(registry.migrate)
     resolver = RegistryResolver(registry, router)
-    services = Services(
-        settings, Gateway(router, resolver, settings.limits), [b for b, _ in eager] + lazy, registry
+    from modelyard.tenancy.gateway import TenantGateway
+    from modelyard.tenancy.service import start_tenancy
+
+    tenancy = await start_tenancy(settings) if settings.tenancy.enabled else None
+    gateway: Gateway = (
+        TenantGateway(router, resolver, settings.limits, tenancy=tenancy)
+        if tenancy is not None
+        else Gateway(router, resolver, settings.limits)
     )
+    services = Services(settings, gateway, [b for b, _ in eager] + lazy, registry, tenancy=tenancy)
     services.closers.append(registry.close)
     from modelyard.monitoring.monitor import Monitor
 
@@ -158,6 +167,8 @@ async def stop_services(services: Services) -> None:
             await backend.close()
         except Exception:
             log.exception("closing %s failed", backend.name)
+    if services.tenancy is not None:
+        await services.tenancy.close()  # after the drain: every stream has settled its usage
     for close in services.closers:
         close()
 
@@ -175,6 +186,7 @@ def create_app(settings: Settings) -> Starlette:
                 "services": services,
                 "registry": services.registry,
                 "monitor": services.monitor,
+                "tenancy": services.tenancy,
                 "started_at": int(time.time()),
             }
         finally:
@@ -199,6 +211,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(AuthMiddleware),
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes),
         ],
     )

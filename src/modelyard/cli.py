@@ -38,6 +38,10 @@ from modelyard.monitoring.cli import add_to as _add_monitoring_commands  # noqa:
 
 _add_monitoring_commands(app)
 
+from modelyard.tenancy.cli import add_to as _add_tenancy_commands  # noqa: E402
+
+_add_tenancy_commands(app)
+
 
 @app.command()
 def serve(

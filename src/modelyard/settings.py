@@ -119,6 +119,56 @@ class CircuitBreakerSettings(_Section):
     reset_after_s: float = Field(default=30.0, gt=0, description="Seconds open before one trial request.")
 
 
+class AuthMode(StrEnum):
+    REQUIRED = "required"
+    ANONYMOUS = "anonymous"
+    AUTO = "auto"
+
+
+class TenancySettings(_Section):
+    """Multi-tenancy: API keys, model access, rate limits, budgets and metering (``modelyard.tenancy``)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Tenancy on the request path (auth, model access, limits, budgets, metering). `false` "
+        "serves every caller anonymously with nothing counted (benchmarks, trusted single-user setups).",
+    )
+    auth: AuthMode = Field(
+        default=AuthMode.AUTO,
+        description="`required`: every /v1 and /admin call needs a key. `anonymous`: calls without a key act "
+        "as a local admin (keys that are sent are still checked). `auto` (default): `anonymous` only while the "
+        "server listens on a loopback address and no system admin key exists yet (a fresh local install), "
+        "else `required`. Run `modelyard keys create --admin` to turn auth on.",
+    )
+    secret: str | None = Field(
+        default=None,
+        description="Server secret for the HMAC-SHA-256 of stored keys (>= 32 bytes; default: generated once "
+        "into data_dir/tenancy.secret). Every gateway process sharing a database needs the same one.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for rate-limit and budget counters shared by every gateway process "
+        "(default: counted in process).",
+    )
+    redis_prefix: str = Field(default="modelyard:", description="Prefix of every Redis key written.")
+    redis_failure: Literal["open", "closed"] = Field(
+        default="closed",
+        description="When Redis is unreachable: `closed` answers 503 (over capacity), `open` admits the "
+        "request unlimited. Either way it is logged and counted (`modelyard_tenancy_redis_errors_total`).",
+    )
+    budget_period: Literal["day", "month"] = Field(default="month", description="Budget period (UTC).")
+    prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Model name -> {`prompt_per_1k`, `completion_per_1k`} prices used for cost and money "
+        "budgets (models without a price cost 0).",
+    )
+    metering_buffer: int = Field(
+        default=10_000, ge=1, description="Usage records held in memory before requests wait for the writer."
+    )
+    metering_batch: int = Field(default=500, ge=1, description="Most usage records in one insert.")
+    metering_flush_s: float = Field(default=0.5, gt=0, description="Longest a usage record waits to be written.")
+
+
 class QueueBackendKind(StrEnum):
     LOCAL = "local"
     REDIS = "redis"
@@ -280,6 +330,7 @@ class Settings(_Section):
         default_factory=dict, description="Model name -> model names tried when all its deployments fail."
     )
     circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
+    tenancy: TenancySettings = Field(default_factory=TenancySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     registry_poll_s: float = Field(

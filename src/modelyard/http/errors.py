@@ -26,7 +26,8 @@ def error_bytes(exc: ModelyardError) -> bytes:
 
 
 def error_response(exc: ModelyardError) -> Response:
-    headers = {"x-should-retry": "false"} if exc.status_code in (400, 401, 403, 404, 413) else None
+    headers = {"x-should-retry": "false"} if exc.status_code in (400, 401, 403, 404, 413) else {}
+    headers.update(getattr(exc, "headers", None) or {})  # e.g. Retry-After / x-ratelimit-* on a 429
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers = {**(headers or {}), "retry-after": str(max(1, round(retry_after)))}
