@@ -139,40 +139,5 @@ def worker(
     asyncio.run(serve_worker(settings, worker_id, model, ready_file, http_port))
 
 
-@app.command()
-def worker(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="YAML settings file (same as serve; `queue` and `local_models`)."),
-    ] = None,
-    worker_id: Annotated[
-        str | None, typer.Option("--worker-id", help="Consumer name in Redis [default: <host>-<pid>].")
-    ] = None,
-    model: Annotated[
-        list[str] | None, typer.Option("--model", help="Serve only this local model (repeatable).")
-    ] = None,
-    ready_file: Annotated[
-        Path | None, typer.Option("--ready-file", help="Written once models are loaded, removed on exit.")
-    ] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
-) -> None:
-    """Serve queued requests of local models from Redis Streams (drains on SIGTERM)."""
-    import asyncio
-
-    from modelyard.settings import load_settings
-
-    try:
-        settings = load_settings(config, {"log_level": log_level})
-    except ConfigError as exc:
-        err_console.print(f"[red]modelyard: {exc.message}[/red]")
-        raise typer.Exit(2) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from modelyard.queue.worker import serve_worker
-
-    asyncio.run(serve_worker(settings, worker_id, model, ready_file))
-
-
 if __name__ == "__main__":
     app()

@@ -320,8 +320,29 @@ class Settings(_Section):
         description="Embedding models served on /v1/embeddings.",
     )
     engine: dict[str, Any] = Field(
-        default_factory=dict, description="Keyword arguments for the engine's `EngineConfig`."
+        default_factory=dict,
+        description="Keyword arguments for the engine's `EngineConfig` (see the `engine` section below).",
     )
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_config_is_valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            return value
+        # imported here: the engine pulls in torch, which plain settings users should not pay for
+        from dataclasses import fields
+
+        from modelyard.engine.config import EngineConfig
+
+        known = {f.name for f in fields(EngineConfig)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown engine setting(s) {unknown}: use only {sorted(known)}")
+        try:
+            EngineConfig(**value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from exc
+        return value
     deployments: list[RemoteDeploymentSettings] = Field(
         default_factory=list, description="Remote OpenAI-compatible deployments."
     )
