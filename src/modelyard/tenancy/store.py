@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -70,6 +70,26 @@ def _key(row: ApiKey) -> KeyInfo:
 
 def _adapter(row: Adapter) -> AdapterInfo:
     return AdapterInfo(row.id, row.tenant_id, row.base_model, row.name, row.path, _aware(row.created_at))  # type: ignore[arg-type]
+
+
+_K, _T = ApiKey.__table__.c, Tenant.__table__.c
+# Built once: authentication runs on every request. Core, not ORM (no row objects to build).
+_AUTH_QUERY = (
+    select(
+        _K.id,
+        _K.tenant_id,
+        _K.scopes,
+        _K.limits,
+        _K.expires_at,
+        _K.revoked_at,
+        _T.models,
+        _T.limits,
+        _T.budget,
+        _T.disabled,
+    )
+    .select_from(ApiKey.__table__.outerjoin(Tenant.__table__, _K.tenant_id == _T.id))
+    .where(_K.key_hash == bindparam("digest"))
+)
 
 
 class TenancyStore:
@@ -237,30 +257,28 @@ class TenancyStore:
         """The caller behind ``token``; ``AuthenticationError`` (401) for unknown, revoked or expired keys
         and for keys of a disabled tenant. The message never says which."""
         digest = key_digest(self._secret, token)
-        with self._read() as s:
-            row = s.execute(
-                select(ApiKey, Tenant)
-                .outerjoin(Tenant, ApiKey.tenant_id == Tenant.id)
-                .where(ApiKey.key_hash == digest)
-            ).first()
+        with self._engine.connect() as conn:
+            row = conn.execute(_AUTH_QUERY, {"digest": digest}).first()
         bad = AuthenticationError("Incorrect API key provided.")
         if row is None:
             raise bad
-        key, tenant = row
-        if key.revoked_at is not None:
+        key_id, tenant_id, scopes, key_limits, expires_at, revoked_at, models, t_limits, budget, disabled = (
+            row
+        )
+        if revoked_at is not None:
             raise bad
-        if key.expires_at is not None and _aware(key.expires_at) <= now():  # type: ignore[operator]
+        if expires_at is not None and _aware(expires_at) <= now():  # type: ignore[operator]
             raise bad
-        if key.tenant_id is not None and (tenant is None or tenant.disabled):
+        if tenant_id is not None and (models is None or disabled):
             raise bad
         return Principal(
-            key_id=key.id,
-            tenant_id=key.tenant_id,
-            scopes=frozenset(key.scopes),
-            models=None if tenant is None else frozenset(tenant.models),
-            tenant_limits=dict(tenant.limits) if tenant is not None else {},
-            key_limits=dict(key.limits),
-            budget=dict(tenant.budget) if tenant is not None else {},
+            key_id=key_id,
+            tenant_id=tenant_id,
+            scopes=frozenset(scopes),
+            models=None if tenant_id is None else frozenset(models),
+            tenant_limits=dict(t_limits or {}),
+            key_limits=dict(key_limits or {}),
+            budget=dict(budget or {}),
         )
 
     # ---- adapters -------------------------------------------------------------------------------
