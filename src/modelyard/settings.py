@@ -154,7 +154,7 @@ class TenancySettings(_Section):
     redis_failure: Literal["open", "closed"] = Field(
         default="closed",
         description="When Redis is unreachable: `closed` answers 503 (over capacity), `open` admits the "
-        "request unlimited. Either way it is logged and counted (`modelyard_tenancy_redis_errors_total`).",
+        "request unlimited. Either way it is logged at ERROR and counted (`redis_errors` in `GET /admin/tenancy/stats`).",
     )
     budget_period: Literal["day", "month"] = Field(default="month", description="Budget period (UTC).")
     prices: dict[str, dict[str, float]] = Field(

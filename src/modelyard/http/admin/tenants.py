@@ -83,3 +83,21 @@ async def audit_log(request: Request, limit: int = 100) -> dict[str, Any]:
     require_system_admin(principal_of(request))
     rows = await run_in_threadpool(tenancy_of(request).store.audit_log, max(1, min(limit, 1000)))
     return {"object": "list", "data": rows}
+
+
+@router.get("/tenancy/stats")
+async def tenancy_stats(request: Request) -> dict[str, Any]:
+    """Meter counters and limit-store failures of this process (system admins)."""
+    require_system_admin(principal_of(request))
+    tenancy = tenancy_of(request)
+    m = tenancy.meter.stats
+    return {
+        "redis_errors": tenancy.redis_errors,
+        "meter": {
+            "recorded": m.recorded,
+            "written": m.written,
+            "batches": m.batches,
+            "failed_inserts": m.failed_inserts,
+            "buffer_full_waits": m.buffer_full_waits,
+        },
+    }
