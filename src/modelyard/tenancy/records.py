@@ -80,8 +80,9 @@ class AdapterInfo:
 
     @property
     def engine_name(self) -> str:
-        """The engine's adapter id: unique across tenants, so two tenants' same-named adapters never mix."""
-        return f"{self.tenant_id}/{self.name}"
+        """The engine's adapter id: unique across tenants and registrations, so two tenants' same-named
+        adapters never mix and a re-registered name never serves the old weights."""
+        return f"{self.tenant_id}/{self.name}/{self.id}"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -434,7 +434,7 @@ class TenancyStore:
                     "action": r.action,
                     "target": r.target,
                     "detail": r.detail,
-                    "created_at": _aware(r.created_at).isoformat(),
-                }  # type: ignore[union-attr]
+                    "created_at": r.created_at.replace(tzinfo=r.created_at.tzinfo or UTC).isoformat(),
+                }
                 for r in rows
             ]

@@ -207,3 +207,45 @@ def test_admin_changes_are_audited(world: World) -> None:
     assert ("tenant.create", "acme") in actions and ("adapter.create", "remote-chat:acme-support") in actions
     creators = {e["actor"] for e in entries if e["action"] == "tenant.create"}
     assert len(creators) == 1 and next(iter(creators)).startswith("key:key_")
+
+
+def test_adapter_upload_as_archive(world: World) -> None:
+    import io
+    import tarfile
+
+    def archive(files: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    a = world.keys["acme-admin"]
+    good = archive(
+        {"lora/adapter_config.json": b'{"peft_type": "LORA"}', "lora/adapter_model.safetensors": b""}
+    )
+    r = world.call("POST", "/admin/adapters/upload?base_model=remote-chat&name=uploaded", a, content=good)
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == "remote-chat:uploaded" and r.json()["tenant"] == "acme"
+    evil = archive({"../../escape/adapter_config.json": b"{}"})
+    _error(
+        world.call("POST", "/admin/adapters/upload?base_model=remote-chat&name=evil", a, content=evil), 400
+    )
+    _error(
+        world.call("POST", "/admin/adapters/upload?base_model=remote-chat&name=junk", a, content=b"nope"), 400
+    )
+    missing = archive({"readme.txt": b"hi"})
+    _error(
+        world.call("POST", "/admin/adapters/upload?base_model=remote-chat&name=empty", a, content=missing),
+        400,
+    )
+    names = [x["id"] for x in world.call("GET", "/admin/adapters", a).json()["data"]]
+    assert names == ["remote-chat:acme-support", "remote-chat:uploaded"]
+    _error(
+        world.call(
+            "POST", "/admin/adapters/upload?base_model=remote-chat&name=x", world.keys["globex"], content=good
+        ),
+        403,
+    )
