@@ -56,3 +56,37 @@ async def test_fail_open_admits_every_request_without_counting(
         await t.settle(tk, {"prompt_tokens": 1, "completion_tokens": 1}, "ok")
     assert t.redis_errors == 3  # nothing was taken, so settling touches no counter
     await t.close()
+
+
+async def test_money_budget_with_prices_refuses_before_overspend(tmp_path: Path) -> None:
+    from modelyard.errors import RateLimited
+    from modelyard.tenancy.limits import MemoryLimitStore
+    from modelyard.tenancy.service import LimitExceeded
+
+    settings = Settings(
+        data_dir=tmp_path,
+        local_models=[],
+        embedders=[],
+        tenancy={"prices": {"m": {"prompt_per_1k": 1.0, "completion_per_1k": 2.0}}},
+    )
+    store = TenancyStore(f"sqlite:///{tmp_path / 'db.sqlite'}", SECRET.encode())
+    store.migrate()
+    t = Tenancy(settings, store, MemoryLimitStore(), Meter(store, buffer=10, batch=10, flush_s=0.01))
+    req = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
+    )
+    who = Principal(key_id="k", tenant_id="acme", scopes=frozenset({"inference"}), budget={"cost": 0.5})
+    # worst case: (8 + 2 + 8) prompt tokens at 1/1k + 100 completion tokens at 2/1k = 0.218
+    a = await t.admit(who, "m", "chat/completions", req, "a")
+    b = await t.admit(who, "m", "chat/completions", req, "b")
+    with pytest.raises(RateLimited) as refused:
+        await t.admit(who, "m", "chat/completions", req, "c")
+    assert isinstance(refused.value, LimitExceeded) and refused.value.headers["x-should-retry"] == "false"
+    assert refused.value.code == "budget_exceeded"
+    await t.settle(a, {"prompt_tokens": 10, "completion_tokens": 10}, "ok")  # cost 0.03, returns 0.188
+    await t.admit(who, "m", "chat/completions", req, "c")
+    await t.settle(b, None, "error_502")
+    await t.meter.flush()
+    costs = sorted(round(r["cost"], 6) for r in store.usage_rows("acme"))
+    assert costs == [0.0, 0.03]
+    await t.close()

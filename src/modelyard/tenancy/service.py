@@ -37,6 +37,7 @@ from modelyard.tenancy.store import TenancyStore
 
 log = logging.getLogger("modelyard.tenancy")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+AUTO_RECHECK_S = 1.0
 
 
 class LimitExceeded(RateLimited):
@@ -87,6 +88,7 @@ class Tenancy:
         self.limits = limits
         self.meter = meter
         self._auth_seen = False
+        self._auth_checked_at = -AUTO_RECHECK_S
         self._seeded: set[str] = set()
         self.redis_errors = 0
 
@@ -97,8 +99,12 @@ class Tenancy:
             return True
         if mode is AuthMode.REQUIRED or self.settings.host not in LOOPBACK:
             return False
-        if not self._auth_seen:  # once a system key exists, auth stays on (revoking it never reopens)
+        # Once a system key exists auth stays on (revoking it never reopens the server). Until then the
+        # store is asked at most every AUTO_RECHECK_S, so a new admin key takes effect within that time.
+        now = time.monotonic()
+        if not self._auth_seen and now - self._auth_checked_at >= AUTO_RECHECK_S:
             self._auth_seen = await anyio.to_thread.run_sync(self.store.has_admin_key)
+            self._auth_checked_at = now
         return not self._auth_seen
 
     async def authenticate(self, token: str) -> Principal:
