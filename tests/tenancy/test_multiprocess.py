@@ -113,6 +113,7 @@ async def test_rpm_across_two_processes(pair: Pair) -> None:
             _check_429(r)
             assert r.headers["x-ratelimit-limit-requests"] == str(rpm)
     bound = math.floor(rpm * (1 + took / 60))
+    print(f"\nRPM {rpm}: {len(ok)} of 60 admitted over 2 processes in {took:.2f}s (bound {bound})")
     assert rpm <= len(ok) <= bound, (len(ok), bound, took)
     assert {r.headers["x-ratelimit-limit-requests"] for r in ok} == {str(rpm)}
 
@@ -129,6 +130,9 @@ async def test_tpm_across_two_processes(pair: Pair) -> None:
         if r.status_code != 200:
             _check_429(r)
     used = sum(r.json()["usage"]["total_tokens"] for r in ok)
+    print(
+        f"\nTPM {tpm}: {len(ok)} of 40 admitted, {used} tokens used in {took:.2f}s (bound {tpm * (1 + took / 60):.0f})"
+    )
     assert used <= tpm * (1 + took / 60), (used, tpm, took)
     assert len(ok) >= 10  # the first ten always fit the worst case
 
@@ -162,6 +166,7 @@ async def test_budget_race_50_for_10(pair: Pair) -> None:
         assert r.json()["error"]["code"] == "budget_exceeded"
     assert len(ok) >= 10
     spent = sum(_stream_usage(r) for r in ok)
+    print(f"\nbudget {budget} tokens (10 worst cases of {reserved}): {len(ok)} of 50 admitted, spent {spent}")
     assert spent <= budget, (spent, budget)
     # Settlement gave back each request's unused reservation; spend it until the budget refuses.
     async with httpx.AsyncClient(timeout=60) as c:
@@ -176,6 +181,7 @@ async def test_budget_race_50_for_10(pair: Pair) -> None:
             spent += _stream_usage(r)
     assert r.status_code == 429 and r.headers["x-should-retry"] == "false"
     assert spent <= budget, (spent, budget)
+    print(f"budget spent to exhaustion: {spent} of {budget}")
     assert spent > budget - reserved  # refused only when a worst case no longer fits
 
 
