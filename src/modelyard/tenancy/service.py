@@ -108,6 +108,8 @@ class Tenancy:
         return not self._auth_seen
 
     async def authenticate(self, token: str) -> Principal:
+        if self.store.inline_reads:
+            return self.store.authenticate(token)
         return await anyio.to_thread.run_sync(self.store.authenticate, token)
 
     # ---- admission ------------------------------------------------------------------------------
