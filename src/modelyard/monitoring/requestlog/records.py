@@ -34,14 +34,14 @@ class RequestLogRow(Base):
     finish_reason: Mapped[str | None] = mapped_column(sa.String(32))
     error: Mapped[str | None] = mapped_column(sa.String(64))
     error_message: Mapped[str | None] = mapped_column(sa.Text())
-    prompt: Mapped[Any] = mapped_column(sa.JSON())
+    prompt: Mapped[Any] = mapped_column(sa.JSON(), nullable=True)
     response: Mapped[str | None] = mapped_column(sa.Text())
     prompt_tokens: Mapped[int | None] = mapped_column(sa.Integer())
     completion_tokens: Mapped[int | None] = mapped_column(sa.Integer())
     ttft_ms: Mapped[float | None] = mapped_column(sa.Float())
     latency_ms: Mapped[float] = mapped_column(sa.Float())
     trace_id: Mapped[str | None] = mapped_column(sa.String(32))
-    params: Mapped[Any] = mapped_column(sa.JSON())
+    params: Mapped[Any] = mapped_column(sa.JSON(), nullable=True)
     schema_version: Mapped[int] = mapped_column(sa.Integer())
 
     __table_args__ = (
