@@ -30,8 +30,8 @@ class BenchSettings:
     """What one run measures; :meth:`full` is the documented benchmark, :meth:`quick` a smoke run.
 
     ``prompt_tokens`` / ``max_tokens`` apply to every throughput contender (EOS ignored).
-    ``hf_sequential_requests`` caps how many requests the one-at-a-time baseline serves per
-    concurrency: it serves them one after another, so its rate does not depend on concurrency.
+    ``hf_sequential_requests`` is how many requests the one-at-a-time baseline serves, once: it
+    serves them one after another, so its rate is the same at every concurrency.
     """
 
     device: str = "cpu"
@@ -50,7 +50,6 @@ class BenchSettings:
     lora_max_tokens: int = 128
     quant_modes: tuple[str, ...] = ("fp32", "bf16", "int8", "int4")
     perplexity_tokens: int = 1500
-    warmup: bool = True
     quick: bool = False
 
     @classmethod

@@ -18,9 +18,14 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def load_hf_model(folder: Path, dtype: str, device: str) -> Any:
     """``AutoModelForCausalLM`` from the converted folder, in eval mode on ``device``."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype])
+    config = AutoConfig.from_pretrained(folder)
+    # A folder converted from GGUF keeps a ``quantization_config`` naming GGUF, which makes
+    # transformers attach its GGUF quantizer; the weights are dense, so load them as plain ones.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=DTYPES[dtype])
     return model.to(device).eval()
 
 

@@ -177,9 +177,11 @@ class Bench:
         model = _llamacpp.load(self.gguf, self.s.device)
         self.result["load_s"]["llamacpp"] = model.load_s
         if self.s.device.startswith("cuda") and not model.gpu:
-            self.result["skipped"]["llamacpp.gpu"] = (
-                "llama-cpp-python was built without GPU offload: ran on CPU"
-            )
+            # A CPU llama.cpp against a GPU engine would compare machines, not engines.
+            model.close()
+            self.result["skipped"]["llamacpp"] = "llama-cpp-python was built without GPU offload"
+            self.result["throughput_tok_s"]["llamacpp"] = None
+            return
         try:
             tput, ttft = {}, {}
             for c in self.s.concurrencies:
@@ -212,22 +214,22 @@ class Bench:
             model = _hf.load_hf_model(self.hf_dir, dtype, s.device)
             self.result["load_s"][f"hf_{dtype}"] = now() - start
             _hf.warmup(model, self._prompts(2), s.device)
-            seq, static = {}, {}
+            # One request after another has the same rate at any concurrency: measure it once.
+            one_at_a_time = _hf.sequential(
+                model,
+                self._prompts(s.hf_sequential_requests),
+                s.max_tokens,
+                s.device,
+                concurrency=1,
+                progress=self.progress,
+                label=f"hf {dtype} one-at-a-time",
+            ).tok_s
+            seq = {str(c): one_at_a_time for c in s.concurrencies}
+            static = {}
             for c in s.concurrencies:
-                prompts = self._prompts(c)
-                n_seq = min(c, s.hf_sequential_requests)
-                seq[str(c)] = _hf.sequential(
-                    model,
-                    prompts[:n_seq],
-                    s.max_tokens,
-                    s.device,
-                    concurrency=c,
-                    progress=self.progress,
-                    label=f"hf {dtype} one-at-a-time c={c}",
-                ).tok_s
                 static[str(c)] = _hf.static_batch(
                     model,
-                    prompts,
+                    self._prompts(c),
                     s.max_tokens,
                     s.device,
                     progress=self.progress,
