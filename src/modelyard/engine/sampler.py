@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from modelyard.engine.request import SamplingParams
 from modelyard.engine.sequence import Sequence
 
 
@@ -45,6 +46,15 @@ def _padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tens
     return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.int64, device=device)
 
 
+def _plain_greedy(p: SamplingParams) -> bool:
+    return (
+        p.temperature <= 0.0
+        and p.repetition_penalty == 1.0
+        and not p.presence_penalty
+        and not p.frequency_penalty
+    )
+
+
 class Sampler:
     """Turns logits into tokens; holds the engine-wide generator used by unseeded rows."""
 
@@ -62,6 +72,10 @@ class Sampler:
         rows, vocab = logits.shape
         params = [s.params for s in seqs]
         want_lp = [p.logprobs is not None for p in params]
+        if not any(want_lp) and all(_plain_greedy(p) for p in params):
+            # Fast path (the common all-greedy batch): one argmax, no copy, no penalty or sort work.
+            token_list = logits.argmax(dim=-1).tolist()
+            return SamplerOutput(token_list, [None] * rows, [None] * rows)
         raw = torch.log_softmax(logits.float(), dim=-1) if any(want_lp) else None
         logits = logits.float().clone()
         if any(p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty for p in params):

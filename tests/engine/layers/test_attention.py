@@ -86,7 +86,6 @@ def test_contiguous_decodes_use_a_slice() -> None:
     assert batch.attn is meta
     assert meta.decode is not None and meta.decode.token_index == slice(0, 2)
     assert meta.decode.max_len == 2 * BS  # padded to the longest decode's blocks
-    bias = meta.decode.bias(None)
-    assert (
-        bias.shape == (2, 1, 1, 8) and torch.isinf(bias[0, 0, 0, 4:]).all() and (bias[1, 0, 0, :5] == 0).all()
-    )
+    bias = meta.decode.bias(None, 1, 1)  # [D * kv_heads, group, max_len]
+    assert bias.shape == (2, 1, 8) and torch.isinf(bias[0, 0, 4:]).all() and (bias[1, 0, :5] == 0).all()
+    assert (bias[0, 0, :4] == 0).all() and torch.isinf(bias[1, 0, 5:]).all()

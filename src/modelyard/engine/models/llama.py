@@ -14,7 +14,7 @@ from modelyard.engine.layers.attention import paged_attention, prepare_attention
 from modelyard.engine.layers.embedding import Embedding
 from modelyard.engine.layers.linear import Linear, LoRABatch, make_lora_batch
 from modelyard.engine.layers.norm import RMSNorm
-from modelyard.engine.layers.rotary import apply_rotary, cos_sin, inv_freq
+from modelyard.engine.layers.rotary import apply_rotary_signed, cos_sin_signed, inv_freq
 from modelyard.engine.models import ModelConfig
 from modelyard.engine.models.weights import load_hf_weights
 
@@ -54,10 +54,12 @@ class LlamaAttention(nn.Module):
         kv: KVCache,
         lora: LoRABatch | None,
     ) -> torch.Tensor:
-        q, k, v = self.qkv_proj(x, lora).split(self.sizes, dim=-1)
-        q = apply_rotary(q.view(-1, self.num_heads, self.head_dim), cos, sin)
-        k = apply_rotary(k.view(-1, self.num_kv_heads, self.head_dim), cos, sin)
-        v = v.view(-1, self.num_kv_heads, self.head_dim)
+        qkv = self.qkv_proj(x, lora)
+        n_qk = self.num_heads + self.num_kv_heads
+        # q and k heads sit side by side in the fused output: rotate them in one go.
+        qk = apply_rotary_signed(qkv[:, : n_qk * self.head_dim].view(-1, n_qk, self.head_dim), cos, sin)
+        q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
+        v = qkv[:, n_qk * self.head_dim :].view(-1, self.num_kv_heads, self.head_dim)
         o = paged_attention(q, k, v, kv, batch, scale=self.scale, window=self.window)
         return self.o_proj(o, lora)
 
@@ -124,7 +126,7 @@ class LlamaForCausalLM(nn.Module):
         if batch.attn is None:
             prepare_attention(batch)
         h = self.embed_tokens(batch.input_ids)
-        cos, sin = cos_sin(batch.positions, self.inv_freq, self.dtype)
+        cos, sin = cos_sin_signed(batch.positions, self.inv_freq, self.dtype)
         lora = make_lora_batch(batch.lora_slots, self.dtype)
         for layer, kv in zip(self.layers, kv_caches, strict=True):
             h = layer(h, cos, sin, batch, kv, lora)
