@@ -7,9 +7,11 @@ The helpers live in ``tests/servers.py`` (importable as ``servers``: ``tests`` i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from databases import fresh_database_url
 from servers import MockUpstream, RemoteServer, free_port, remote_config, stop_process
 
 
@@ -25,3 +27,9 @@ def server(mock_upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory
     srv = RemoteServer(tmp_path_factory.mktemp("serve"), remote_config(mock_upstream.url))
     yield srv
     srv.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty metadata database (SQLite, and a fresh PostgreSQL schema), removed after."""
+    yield from fresh_database_url(request.param, tmp_path)

@@ -6,39 +6,21 @@ with authentication required. PostgreSQL and Redis cases fail (never skip) when 
 from __future__ import annotations
 
 import secrets
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 
+from databases import fresh_database_url
 from modelyard.tenancy.store import TenancyStore
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+__all__ = ["fresh_database_url"]
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SECRET = "test-secret-" + "x" * 40
 
 
-def fresh_database_url(kind: str, tmp_path: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'modelyard.db'}"
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    yield from fresh_database_url(request.param, tmp_path)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""Database URLs for the store tests: a fresh SQLite file, and a fresh schema on the real PostgreSQL.
-
-The PostgreSQL case fails (never skips) when the server is down; deselect it with ``-m 'not postgres'``.
+"""Fresh metadata databases for tests (importable as ``databases``): a SQLite file, or a schema of our
+own on the real PostgreSQL, dropped afterwards. PostgreSQL cases fail (never skip) when the server is
+down; deselect them with ``-m 'not postgres'``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -28,8 +27,3 @@ def fresh_database_url(kind: str, tmp_path: Path) -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    yield from fresh_database_url(request.param, tmp_path)
