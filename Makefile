@@ -38,10 +38,10 @@ check: lint typecheck test
 
 bench-engine: $(STAMP)
 	$(BIN)/pip install -q '.[bench]'
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/engine.py
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.engine
 
 bench-gateway: $(STAMP)
-	$(BIN)/python bench/gateway.py
+	$(BIN)/python -m bench.gateway
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

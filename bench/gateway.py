@@ -5,9 +5,9 @@ Starts ``bench/mock_upstream.py`` (answers instantly) and ``modelyard serve`` wi
 each concurrency, streaming and not. Everything shares this machine's cores, so the figures are
 an upper bound on the overhead.
 
-    python bench/gateway.py                 # rich table
-    python bench/gateway.py --json          # [{"stream", "concurrency", "direct_p50_ms", ...}, ...]
-    python bench/gateway.py --duration 2 --concurrency 1 64
+    python -m bench.gateway                 # rich table
+    python -m bench.gateway --json          # [{"stream", "concurrency", "direct_p50_ms", ...}, ...]
+    python -m bench.gateway --duration 2 --concurrency 1 64
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ async def run(concurrencies: list[int], duration_s: float, streams: list[bool]) 
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     procs = [
-        subprocess.Popen([sys.executable, str(HERE / "mock_upstream.py"), "--port", str(mock_port)]),
+        subprocess.Popen([sys.executable, "-P", str(HERE / "mock_upstream.py"), "--port", str(mock_port)]),
         subprocess.Popen(
             [
                 sys.executable,

@@ -13,7 +13,7 @@ picks a behaviour, so tests can inject faults::
 
 ``GET /stats`` returns request counts per model and the number of streams in flight.
 
-Run: ``python bench/mock_upstream.py --port 9001``.
+Run: ``python -P bench/mock_upstream.py --port 9001``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ content chunks (the payloads a backend yields) and reports microseconds per requ
 configuration. The gateway benchmark (``bench/gateway.py``) measures the end-to-end effect; this one
 isolates the observer from a noisy machine.
 
-    python -P bench/observer_cost.py --requests 3000 --chunks 16   (-P: bench/queue.py shadows the stdlib)
+    python -m bench.observer_cost --requests 3000 --chunks 16
 """
 
 from __future__ import annotations

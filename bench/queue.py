@@ -11,8 +11,8 @@ Throughput (real processes): ``modelyard serve`` with ``queue.backend: redis`` p
 ``--throughput-requests`` chat requests through the HTTP API. Everything shares this machine's
 cores with the load generator, so the ratio is a lower bound on what separate machines give.
 
-    python bench/queue.py                                  # SmolLM2 (packaged), JSON on stdout
-    python bench/queue.py --source /path/to/hf-folder --requests 20 --throughput-requests 32
+    python -m bench.queue                                 # SmolLM2 (packaged), JSON on stdout
+    python -m bench.queue --source /path/to/hf-folder --requests 20 --throughput-requests 32
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as `python bench/queue.py`, this folder is sys.path[0] and this file would shadow the
+# Run as `python -m bench.queue`, this folder is sys.path[0] and this file would shadow the
 # standard library's `queue` module for everything imported after it (torch, asyncio helpers).
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]

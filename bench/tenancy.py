@@ -5,8 +5,8 @@ key; its HMAC lookup hits the metadata store on every request), a tenant with RP
 limits and a token budget high enough never to refuse (every rule is still evaluated, in process,
 or in Redis with ``--redis``), and metering of every request into the SQLite ledger.
 
-    python bench/tenancy.py --duration 3 --concurrency 1 16
-    python bench/tenancy.py --redis redis://127.0.0.1:6379/0 --json
+    python -m bench.tenancy --duration 3 --concurrency 1 16
+    python -m bench.tenancy --redis redis://127.0.0.1:6379/0 --json
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ async def run(
 ) -> list[dict[str, Any]]:
     mock_port = _free_port()
     tmp = Path(tempfile.mkdtemp(prefix="modelyard-bench-tenancy-"))
-    mock = subprocess.Popen([sys.executable, str(HERE / "mock_upstream.py"), "--port", str(mock_port)])
+    mock = subprocess.Popen([sys.executable, "-P", str(HERE / "mock_upstream.py"), "--port", str(mock_port)])
     on_cfg: dict[str, Any] = {"auth": "required", "secret": SECRET}
     if redis:
         on_cfg |= {"redis_url": redis, "redis_prefix": f"modelyard-bench:{secrets.token_hex(4)}:"}

@@ -59,7 +59,7 @@ class MockUpstream:
     def __init__(self, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [sys.executable, str(MOCK_UPSTREAM), "--port", str(port)],
+            [sys.executable, "-P", str(MOCK_UPSTREAM), "--port", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
