@@ -216,7 +216,7 @@ async def test_tenant_salt_and_adapter_reach_the_worker(queue: object, settings:
         req.lora = AdapterInfo("a1", "tenant-a", "tiny", "support", "/adapters/a1", datetime.now(UTC))
         assert orjson.loads(await queued.complete(req)) == {
             "salt": "tenant-a",
-            "adapter": "tenant-a/support",
+            "adapter": "tenant-a/support/a1",  # AdapterInfo.engine_name: tenant/name/registration
             "path": "/adapters/a1",
         }
         plain = await collect(queued.stream(chat("t2", "Hello")))
