@@ -175,3 +175,22 @@ def test_bad_adapter_folders(tiny_llama_dir: Path, tmp_path: Path, adapters: dic
     with pytest.raises(InvalidRequest, match="do not fit"):
         mgr.add("shape", shapes)
     assert mgr.names() == []
+
+
+def test_stacks_grow_with_the_widest_adapter_and_keep_residents_exact(
+    tiny_llama_dir: Path, tmp_path: Path, adapters: dict[str, Path]
+) -> None:
+    loaded = load_model(tiny_llama_dir, cache_dir=tmp_path, dtype=torch.float32)
+    mgr = LoRAManager(loaded.model, max_loras=2, max_rank=64)
+    mgr.add("attn", adapters["attn"])  # rank 4
+    q = loaded.model.layers[0].self_attn.qkv_proj
+    slot_attn = mgr.slots_for(["attn"])["attn"]
+    assert mgr.stack_rank == 4 and q.lora_a is not None and q.lora_a.shape[-1] == 4 * 3  # not 64 * 3
+    mgr.add("mlp", adapters["mlp"])  # rank 8: the stacks regrow while "attn" is resident
+    assert mgr.stack_rank == 8 and q.lora_a is not None and q.lora_a.shape[-1] == 8 * 3
+    slots = mgr.slots_for(["attn", "mlp"])
+    assert slots["attn"] == slot_attn
+    drv = PagedDriver(loaded.model)
+    outs = drv.step([("attn", PROMPT), ("mlp", PROMPT)], lora=[slots["attn"], slots["mlp"]])
+    for name, out in zip(("attn", "mlp"), outs, strict=True):
+        _check(out, _merged_logits(tiny_llama_dir, adapters[name], PROMPT + [1])[:-1])

@@ -3,9 +3,11 @@
 Every adapter is validated and kept as a CPU copy. Up to ``max_loras`` of them are *resident*
 in slots ``1..max_loras`` of the stacked ``lora_a`` / ``lora_b`` tensors of each target
 :class:`~modelyard.engine.layers.linear.Linear` (slot 0 stays zero = no adapter); ``slots_for``
-makes the adapters of a step resident, evicting the least recently used others. Ranks below
-``max_rank`` are zero-padded; the scaling (``alpha / r`` or ``alpha / sqrt(r)`` with rslora) is
-folded into B.
+makes the adapters of a step resident, evicting the least recently used others. The stacks are as
+wide as the largest rank added so far (at most ``max_rank``), not ``max_rank`` itself: every step pays
+for the stack width, so rank-16 adapters under ``max_rank=64`` would otherwise cost four times their
+compute. Adding a wider adapter regrows the stacks once. Smaller ranks are zero-padded; the scaling
+(``alpha / r`` or ``alpha / sqrt(r)`` with rslora) is folded into B.
 
 Not thread-safe: call ``add`` / ``remove`` / ``slots_for`` from the engine loop, between steps.
 ``remove`` of an adapter still used by running requests turns their slot into "no adapter".
@@ -63,6 +65,7 @@ class LoRAManager:
         self._dtype: torch.dtype = model.embed_tokens.weight.dtype  # type: ignore[union-attr,assignment]
         self._adapters: dict[str, Adapter] = {}
         self._resident: OrderedDict[str, int] = OrderedDict()  # name -> slot, least recently used first
+        self.stack_rank = 0  # columns per target module in the stacks: the widest adapter added so far
 
     def names(self) -> list[str]:
         """Names of all added adapters (resident or not)."""
@@ -74,6 +77,8 @@ class LoRAManager:
         if name in self._adapters:
             self.remove(name)
         self._adapters[name] = adapter
+        if adapter.rank > self.stack_rank:
+            self._regrow(adapter.rank)
 
     def remove(self, name: str) -> None:
         """Forget ``name``; its slot (if resident) is zeroed and freed."""
@@ -173,9 +178,18 @@ class LoRAManager:
         assert isinstance(linear, Linear)
         return linear, idx
 
+    def _regrow(self, rank: int) -> None:
+        """Widen every stack to ``rank`` columns per module and reinstall the resident adapters."""
+        self.stack_rank = rank
+        for module in self.model.modules():
+            if isinstance(module, Linear):
+                module.lora_a = module.lora_b = None
+        for name, slot in self._resident.items():
+            self._install(self._adapters[name], slot)
+
     def _ensure_stacks(self, linear: Linear) -> None:
         if linear.lora_a is None:
-            n, r, device = self.max_loras + 1, self.max_rank * len(linear.output_sizes), linear.device
+            n, r, device = self.max_loras + 1, self.stack_rank * len(linear.output_sizes), linear.device
             linear.lora_a = torch.zeros(n, linear.in_features, r, dtype=self._dtype, device=device)
             linear.lora_b = torch.zeros(n, r, linear.out_features, dtype=self._dtype, device=device)
 
@@ -191,7 +205,7 @@ class LoRAManager:
             linear, idx = self._linear(layer, target)
             self._ensure_stacks(linear)
             assert linear.lora_a is not None and linear.lora_b is not None
-            col = idx * self.max_rank
+            col = idx * self.stack_rank
             out = sum(linear.output_sizes[:idx])
             linear.lora_a[slot, :, col : col + adapter.rank] = a.t()
             linear.lora_b[slot, col : col + adapter.rank, out : out + b.shape[0]] = b.t()
