@@ -2,8 +2,10 @@
 
 A fused layer (q/k/v or gate/up) records its ``output_sizes`` so a LoRA adapter's per-module
 weights land in the right output slice. LoRA weights are stacked per resident slot (slot 0 is all
-zeros = no adapter) and applied with one gather + two matmuls for the whole step, whatever mix
-of adapters the tokens use (see :class:`LoRABatch`).
+zeros = no adapter) and applied to the whole step at once, whatever mix of adapters the tokens use
+(see :class:`LoRABatch`): small (decode) steps take one gather + two matmuls over every active
+adapter with a per-token mask; large (prefill) steps, where that would compute every active adapter
+for every token, run each adapter's two matmuls on its own rows only (segmented, as punica's SGMV).
 """
 
 from __future__ import annotations
@@ -20,11 +22,19 @@ class LoRABatch:
     """Per-step LoRA routing, built once by the model from ``batch.lora_slots``.
 
     ``active``: ``[n]`` distinct non-zero slots in the step; ``token_mask``: ``[T, n, 1]`` 1.0 where
-    token ``t`` uses ``active[j]``, in the activation dtype.
+    token ``t`` uses ``active[j]``, in the activation dtype; ``segments``: for steps of more than
+    :data:`LORA_SEGMENT_MIN_TOKENS` tokens, ``(slot, rows)`` per active adapter, else ``None``.
     """
 
     active: torch.Tensor
     token_mask: torch.Tensor
+    segments: list[tuple[int, torch.Tensor]] | None = None
+
+
+# Above this many tokens in a step, per-adapter row segments beat the masked all-adapter matmuls
+# (whose cost grows with the number of active adapters); below it, the segments' per-adapter op
+# overhead dominates.
+LORA_SEGMENT_MIN_TOKENS = 128
 
 
 def make_lora_batch(lora_slots: torch.Tensor | None, dtype: torch.dtype) -> LoRABatch | None:
@@ -35,8 +45,11 @@ def make_lora_batch(lora_slots: torch.Tensor | None, dtype: torch.dtype) -> LoRA
     active = active[active != 0]
     if active.numel() == 0:
         return None
-    mask = (lora_slots[:, None] == active[None, :]).to(dtype)[:, :, None]
-    return LoRABatch(active, mask)
+    hits = lora_slots[:, None] == active[None, :]
+    segments = None
+    if lora_slots.numel() > LORA_SEGMENT_MIN_TOKENS:
+        segments = [(int(slot), hits[:, j].nonzero().flatten()) for j, slot in enumerate(active.tolist())]
+    return LoRABatch(active, hits.to(dtype)[:, :, None], segments)
 
 
 INT8_KERNEL_MAX_ROWS = 16
@@ -132,6 +145,12 @@ class Linear(nn.Module):
 
     def _lora_delta(self, x: torch.Tensor, lora: LoRABatch) -> torch.Tensor:
         assert self.lora_a is not None and self.lora_b is not None
+        if lora.segments is not None:
+            delta = x.new_zeros(x.shape[0], self.out_features)
+            for slot, rows in lora.segments:
+                h = x.index_select(0, rows) @ self.lora_a[slot]
+                delta.index_add_(0, rows, h @ self.lora_b[slot])
+            return delta
         n = lora.active.numel()
         a = self.lora_a[lora.active]  # [n, in, r]
         r = a.shape[-1]
