@@ -194,3 +194,17 @@ def test_stacks_grow_with_the_widest_adapter_and_keep_residents_exact(
     outs = drv.step([("attn", PROMPT), ("mlp", PROMPT)], lora=[slots["attn"], slots["mlp"]])
     for name, out in zip(("attn", "mlp"), outs, strict=True):
         _check(out, _merged_logits(tiny_llama_dir, adapters[name], PROMPT + [1])[:-1])
+
+
+def test_reused_slot_never_serves_the_previous_adapter(
+    tiny_llama_dir: Path, tmp_path: Path, adapters: dict[str, Path]
+) -> None:
+    loaded = load_model(tiny_llama_dir, cache_dir=tmp_path, dtype=torch.float32)
+    mgr = LoRAManager(loaded.model, max_loras=1, max_rank=8)
+    mgr.add("attn", adapters["attn"])
+    mgr.add("mlp", adapters["mlp"])
+    for name in ("attn", "mlp", "attn"):  # one slot: each switch rewrites it under the same active set
+        slot = mgr.slots_for([name])[name]
+        assert slot == 1
+        out = PagedDriver(loaded.model).step([(name, PROMPT)], lora=[slot])[0]
+        _check(out, _merged_logits(tiny_llama_dir, adapters[name], PROMPT + [1])[:-1])

@@ -184,6 +184,7 @@ class LoRAManager:
         for module in self.model.modules():
             if isinstance(module, Linear):
                 module.lora_a = module.lora_b = None
+                module.lora_cat = None
         for name, slot in self._resident.items():
             self._install(self._adapters[name], slot)
 
@@ -198,6 +199,7 @@ class LoRAManager:
             if isinstance(module, Linear) and module.lora_a is not None and module.lora_b is not None:
                 module.lora_a[slot].zero_()
                 module.lora_b[slot].zero_()
+                module.lora_cat = None
 
     def _install(self, adapter: Adapter, slot: int) -> None:
         self._clear_slot(slot)

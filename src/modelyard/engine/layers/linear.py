@@ -29,6 +29,7 @@ class LoRABatch:
     active: torch.Tensor
     token_mask: torch.Tensor
     segments: list[tuple[int, torch.Tensor]] | None = None
+    key: tuple[int, ...] = ()
 
 
 # Above this many tokens in a step, per-adapter row segments beat the masked all-adapter matmuls
@@ -49,7 +50,7 @@ def make_lora_batch(lora_slots: torch.Tensor | None, dtype: torch.dtype) -> LoRA
     segments = None
     if lora_slots.numel() > LORA_SEGMENT_MIN_TOKENS:
         segments = [(int(slot), hits[:, j].nonzero().flatten()) for j, slot in enumerate(active.tolist())]
-    return LoRABatch(active, hits.to(dtype)[:, :, None], segments)
+    return LoRABatch(active, hits.to(dtype)[:, :, None], segments, tuple(active.tolist()))
 
 
 INT8_KERNEL_MAX_ROWS = 16
@@ -129,6 +130,9 @@ class Linear(nn.Module):
         # Stacked LoRA weights, set by LoRAManager: A [slots, in, n_sub*rank], B [slots, n_sub*rank, out].
         self.lora_a: torch.Tensor | None = None
         self.lora_b: torch.Tensor | None = None
+        # The active slots' A and B laid side by side, kept while the step's active set repeats
+        # (decode steps usually do); LoRAManager drops it whenever it writes the stacks.
+        self.lora_cat: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, lora: LoRABatch | None = None) -> torch.Tensor:
         if self.packed is not None:
@@ -151,12 +155,19 @@ class Linear(nn.Module):
                 h = x.index_select(0, rows) @ self.lora_a[slot]
                 delta.index_add_(0, rows, h @ self.lora_b[slot])
             return delta
-        n = lora.active.numel()
-        a = self.lora_a[lora.active]  # [n, in, r]
-        r = a.shape[-1]
-        h = x @ a.permute(1, 0, 2).reshape(self.in_features, n * r)  # [T, n*r]
-        h = (h.view(-1, n, r) * lora.token_mask).view(-1, n * r)
-        return h @ self.lora_b[lora.active].reshape(n * r, self.out_features)
+        cat = self.lora_cat
+        if cat is None or cat[0] != lora.key:
+            n = lora.active.numel()
+            a = self.lora_a[lora.active]  # [n, in, r]
+            r = a.shape[-1]
+            a_cat = a.permute(1, 0, 2).reshape(self.in_features, n * r).contiguous()
+            b_cat = self.lora_b[lora.active].reshape(n * r, self.out_features)
+            cat = self.lora_cat = (lora.key, a_cat, b_cat)
+        _, a_cat, b_cat = cat
+        n = len(lora.key)
+        h = x @ a_cat  # [T, n*r]
+        h = (h.view(-1, n, a_cat.shape[1] // n) * lora.token_mask).view(-1, a_cat.shape[1])
+        return h @ b_cat
 
     def pack_for_cpu(self) -> bool:
         """Reorder a plain bf16 CPU weight into oneDNN's blocked layout (~10-25% faster decode steps
