@@ -198,3 +198,14 @@ def test_rejects_bad_requests(tiny_loaded: Any) -> None:
         engine.add_request(GenerateRequest("e", [], SamplingParams()))
     out = engine.generate([greedy("fits", list(range(5, 25)), max_tokens=50)])["fits"][0]
     assert len(out) == 32 - 20  # stopped at max_model_len with reason length
+
+
+def test_queue_time_is_observed_once_per_request(tiny_loaded: Any) -> None:
+    engine = make_engine(tiny_loaded, max_num_seqs=2)  # the third request waits for a free slot
+    reqs = [
+        GenerateRequest(f"q{i}", PROMPTS[i], SamplingParams(max_tokens=4, temperature=0.0)) for i in range(3)
+    ]
+    engine.generate(reqs)
+    stats = engine.stats()
+    assert sum(stats.queue_time_counts) == 3  # once each, however many steps a request ran
+    assert 0.0 <= stats.queue_time_sum < 60.0

@@ -107,3 +107,20 @@ def test_every_architecture_name_is_exported() -> None:
         "vllm:generation_tokens_total",
     ):
         assert n in names, n
+
+
+def test_engine_queue_time_histogram_under_the_vllm_name() -> None:
+    from modelyard.engine.request import QUEUE_TIME_BUCKETS
+
+    counts = [0] * (len(QUEUE_TIME_BUCKETS) + 1)
+    counts[0], counts[3], counts[-1] = 2, 1, 1  # <= 0.3 s twice, one in (0.8, 1.0], one past the last edge
+    m = Metrics()
+    m.registry.register(
+        EngineCollector(lambda: [("smol", {**ENGINE, "queue_time_counts": counts, "queue_time_sum": 9000.5})])
+    )
+    name = "vllm:request_queue_time_seconds"
+    assert value(m, f"{name}_bucket", le="0.3", model_name="smol") == 2
+    assert value(m, f"{name}_bucket", le="1.0", model_name="smol") == 3
+    assert value(m, f"{name}_bucket", le="+Inf", model_name="smol") == 4
+    assert value(m, f"{name}_count", model_name="smol") == 4
+    assert value(m, f"{name}_sum", model_name="smol") == 9000.5

@@ -5,7 +5,9 @@ Not thread-safe: one thread drives it (``AsyncEngine`` runs it on its own thread
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from modelyard.engine.detokenizer import IncrementalDetokenizer
 from modelyard.engine.kv_cache import BlockManager
 from modelyard.engine.model_runner import ModelRunner
 from modelyard.engine.request import (
+    QUEUE_TIME_BUCKETS,
     FinishReason,
     GenerateRequest,
     RequestOutput,
@@ -45,6 +48,10 @@ class EngineStats:
     generation_tokens_total: int
     num_preemptions: int
     num_steps: int
+    # Time from add_request to first being scheduled, as a histogram over QUEUE_TIME_BUCKETS:
+    # per-bucket (not cumulative) counts, the last one for +Inf, and the sum in seconds.
+    queue_time_counts: list[int] = field(default_factory=list)
+    queue_time_sum: float = 0.0
 
 
 @dataclass(slots=True)
@@ -53,6 +60,8 @@ class _Request:
     seqs: list[Sequence]
     completion_tokens: int = 0
     open_choices: set[int] = field(default_factory=set)
+    arrival: float = field(default_factory=time.monotonic)
+    scheduled: bool = False
 
 
 class LLMEngine:
@@ -100,6 +109,8 @@ class LLMEngine:
         self._generation_tokens = 0
         self._preemptions = 0
         self._steps = 0
+        self._queue_time_counts = [0] * (len(QUEUE_TIME_BUCKETS) + 1)
+        self._queue_time_sum = 0.0
 
     @classmethod
     def from_source(
@@ -226,6 +237,7 @@ class LLMEngine:
         if not out.seqs:
             return []
         self._steps += 1
+        self._observe_queue_times(out.seqs)
         result = self.runner.execute(out)
         self.scheduler.update(out)
         if result.sampled is None:
@@ -255,6 +267,16 @@ class LLMEngine:
                     del self._requests[seq.request_id]
             outputs.append(ro)
         return outputs
+
+    def _observe_queue_times(self, seqs: list[Any]) -> None:
+        now = time.monotonic()
+        for seq in seqs:
+            state = self._requests.get(seq.request_id)
+            if state is not None and not state.scheduled:
+                state.scheduled = True
+                waited = now - state.arrival
+                self._queue_time_counts[bisect.bisect_left(QUEUE_TIME_BUCKETS, waited)] += 1
+                self._queue_time_sum += waited
 
     def _usage(self, state: _Request) -> Usage:
         return Usage(
@@ -318,6 +340,8 @@ class LLMEngine:
             generation_tokens_total=self._generation_tokens,
             num_preemptions=self._preemptions,
             num_steps=self._steps,
+            queue_time_counts=list(self._queue_time_counts),
+            queue_time_sum=self._queue_time_sum,
         )
 
     def generate(self, requests: list[GenerateRequest]) -> dict[str, list[list[int]]]:

@@ -9,6 +9,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+# Upper bounds (seconds) of the engine's queue-time histogram: vLLM's buckets for
+# ``vllm:request_queue_time_seconds`` (see ``EngineStats.queue_time_counts``).
+QUEUE_TIME_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+                      120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
+
 
 class FinishReason(enum.StrEnum):
     """Why a sequence stopped, spelled as the OpenAI API spells it (``abort`` is ours)."""

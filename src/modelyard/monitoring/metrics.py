@@ -10,13 +10,16 @@ dashboards and alert rules can be checked against it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from modelyard.engine.request import QUEUE_TIME_BUCKETS
 
 # vLLM's buckets, with finer low ends so a fast gateway still lands in distinct buckets.
 TTFT_BUCKETS = (
@@ -340,6 +343,24 @@ class EngineCollector(Collector):
                 counters[name].add_metric([model], float(stats[key]))
         yield from gauges.values()
         yield from counters.values()
+        yield self._queue_time(self._source())
+
+    @staticmethod
+    def _queue_time(engines: Iterable[tuple[str, dict[str, Any]]]) -> HistogramMetricFamily:
+        fam = HistogramMetricFamily(
+            "vllm:request_queue_time_seconds",
+            "Time requests waited in the engine before first being scheduled.",
+            labels=["model_name"],
+        )
+        for model, stats in engines:
+            counts = stats.get("queue_time_counts")
+            if not counts:
+                continue
+            edges = [*map(str, QUEUE_TIME_BUCKETS), "+Inf"]
+            fam.add_metric(
+                [model], list(zip(edges, itertools.accumulate(counts), strict=True)), stats["queue_time_sum"]
+            )
+        return fam
 
 
 def exported_names(metrics: Metrics) -> set[str]:
