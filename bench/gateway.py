@@ -55,10 +55,16 @@ async def _wait(url: str, timeout_s: float = 60) -> None:
     raise TimeoutError(f"{url} did not come up")
 
 
-async def _load(url: str, *, stream: bool, concurrency: int, duration_s: float) -> dict[str, float]:
-    """Closed loop: ``concurrency`` workers send back-to-back for ``duration_s``; latencies in ms."""
+async def _load(
+    url: str, *, stream: bool, concurrency: int, duration_s: float, key: str | None = None
+) -> dict[str, float]:
+    """Closed loop: ``concurrency`` workers send back-to-back for ``duration_s``; latencies in ms.
+
+    ``key`` is sent as a bearer token (the tenancy bench reuses this load generator)."""
     payload = json.dumps({**BODY, "stream": stream}).encode()
     headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
     latencies: list[float] = []
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:

@@ -16,59 +16,17 @@ import asyncio
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+from bench.gateway import _free_port, _load, _wait
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from gateway import BODY, _free_port, _wait  # noqa: E402
 
 SECRET = secrets.token_urlsafe(48)
-
-
-async def _load(
-    url: str, key: str | None, *, stream: bool, concurrency: int, duration_s: float
-) -> dict[str, float]:
-    payload = json.dumps({**BODY, "stream": stream}).encode()
-    headers = {"content-type": "application/json"}
-    if key:
-        headers["authorization"] = f"Bearer {key}"
-    latencies: list[float] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-
-        async def one() -> None:
-            t0 = time.perf_counter()
-            async with session.post(url, data=payload, headers=headers) as r:
-                body = await r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"bad answer {r.status}: {body[:200]!r}")
-            latencies.append((time.perf_counter() - t0) * 1000)
-
-        for _ in range(min(concurrency, 8)):
-            await one()
-        latencies.clear()
-        stop = time.perf_counter() + duration_s
-
-        async def worker() -> None:
-            while time.perf_counter() < stop:
-                await one()
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - t0
-    latencies.sort()
-    return {
-        "p50": statistics.median(latencies),
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "rps": len(latencies) / elapsed,
-    }
 
 
 def _serve(tmp: Path, mock_port: int, tenancy: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int, Path]:
@@ -136,7 +94,7 @@ async def run(
                 key = _tenant_key(cfg) if label == "on" else None
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
                 results[label] = {
-                    (s, c): await _load(url, key, stream=s, concurrency=c, duration_s=duration_s)
+                    (s, c): await _load(url, key=key, stream=s, concurrency=c, duration_s=duration_s)
                     for s in streams
                     for c in concurrencies
                 }
