@@ -68,10 +68,9 @@ async def _authenticate(ws: WebSocket) -> Any:
     tenancy = state.get("tenancy")
     if tenancy is None:
         return None
-    from modelyard.tenancy.auth import AuthMiddleware, _check_scope
+    from modelyard.tenancy.auth import authorize
 
-    principal = await AuthMiddleware(ws.app)._principal(tenancy, ws.scope)
-    _check_scope(principal, "POST", "/v1/chat/completions")
+    principal = await authorize(tenancy, ws.scope, "POST", "/v1/chat/completions")
     state["principal"] = principal
     return principal
 

@@ -55,6 +55,28 @@ def _check_scope(principal: Principal, method: str, path: str) -> None:
         raise PermissionDenied("Admin routes need an API key with the `admin` or `read` scope.")
 
 
+async def authorize(tenancy: Tenancy, scope: Scope, method: str, path: str) -> Principal:
+    """The caller of ``scope`` (HTTP or WebSocket) if it may call ``method path``.
+
+    Raises ``AuthenticationError`` (no, unknown, revoked or expired key) or ``PermissionDenied``
+    (a key without the scope the route needs). Used by :class:`AuthMiddleware` and the WebSocket route.
+    """
+    token = _bearer(scope)
+    anonymous_ok = await tenancy.anonymous_allowed()
+    if token is not None and (looks_like_key(token) or not anonymous_ok):
+        principal = await tenancy.authenticate(token)
+    elif anonymous_ok:
+        principal = ANONYMOUS
+    else:
+        raise AuthenticationError(
+            "You didn't provide an API key. Send it as `Authorization: Bearer <key>` "
+            "(create one with `modelyard keys create`).",
+            code="missing_api_key",
+        )
+    _check_scope(principal, method, path)
+    return principal
+
+
 class AuthMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -70,8 +92,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            principal = await self._principal(tenancy, scope)
-            _check_scope(principal, scope["method"], path)
+            principal = await authorize(tenancy, scope, scope["method"], path)
         except ModelyardError as exc:
             await _send_error(send, exc)
             return
@@ -93,19 +114,6 @@ class AuthMiddleware:
         finally:
             current_principal.reset(p_token)
             current_headers.reset(h_token)
-
-    async def _principal(self, tenancy: Tenancy, scope: Scope) -> Principal:
-        token = _bearer(scope)
-        anonymous_ok = await tenancy.anonymous_allowed()
-        if token is not None and (looks_like_key(token) or not anonymous_ok):
-            return await tenancy.authenticate(token)
-        if anonymous_ok:
-            return ANONYMOUS
-        raise AuthenticationError(
-            "You didn't provide an API key. Send it as `Authorization: Bearer <key>` "
-            "(create one with `modelyard keys create`).",
-            code="missing_api_key",
-        )
 
 
 async def _send_error(send: Send, exc: ModelyardError) -> None:

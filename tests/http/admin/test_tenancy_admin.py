@@ -249,3 +249,27 @@ def test_adapter_upload_as_archive(world: World) -> None:
         ),
         403,
     )
+
+
+def _ws_status(w: World, key: str | None) -> int | str:
+    """The HTTP status a WebSocket handshake is refused with, or the first frame's end on success."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = w.srv.url.replace("http://", "ws://") + "/v1/chat/completions/ws"
+    try:
+        with connect(url, additional_headers=headers, open_timeout=10) as conn:
+            conn.send(json.dumps({"model": "remote-chat", "messages": [{"role": "user", "content": "hi"}]}))
+            while (frame := conn.recv(timeout=10)) != "[DONE]":
+                assert "error" not in json.loads(frame), frame
+            return "done"
+    except InvalidStatus as exc:
+        return int(exc.response.status_code)
+
+
+def test_websocket_chat_has_the_same_auth_as_http(world: World) -> None:
+    assert _ws_status(world, None) == 401
+    assert _ws_status(world, "my-0000000000-not-a-real-key") == 401
+    assert _ws_status(world, world.keys["acme-read"]) == 403  # read scope cannot call inference
+    assert _ws_status(world, world.keys["acme"]) == "done"
