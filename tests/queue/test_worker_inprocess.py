@@ -159,6 +159,11 @@ async def test_prefix_affinity_and_orphaned_targets(
         await asyncio.sleep(2 * settings.queue.heartbeat_s)  # the prefix hash reaches the reports
         for i in range(5):
             await queued.complete(chat(f"p{i + 1}", "A long shared system prefix", max_tokens=2))
+        # A worker counts a job after its end reply, which the client may see first: let it settle.
+        for _ in range(100):
+            if sum(w.served for w in workers) == 6:
+                break
+            await asyncio.sleep(0.02)
         assert sorted(w.served for w in workers) == [0, 6]
 
         body = {"model": "tiny", "prompt": "x", "max_tokens": 2}
