@@ -46,6 +46,26 @@ from modelyard.queue.base import (
 
 GROUP = "workers"
 
+# Admission in one step, so concurrent gateways cannot overshoot ``max_queued``: the depth (XLEN of
+# the shared stream plus every worker stream listed in the targets set) and the XADD run inside one
+# script, which Redis executes without interleaving other commands. The worker streams' names are
+# built in the script, so this assumes one Redis (not Redis Cluster, where keys must be declared).
+# KEYS: shared stream, targets set, destination stream; ARGV: max_queued, target ('' = shared), job.
+_ADMIT = """
+local depth = redis.call('XLEN', KEYS[1])
+for _, t in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  depth = depth + redis.call('XLEN', KEYS[1] .. '@' .. t)
+end
+if depth >= tonumber(ARGV[1]) then
+  return {0, depth}
+end
+if ARGV[2] ~= '' then
+  redis.call('SADD', KEYS[2], ARGV[2])
+end
+redis.call('XADD', KEYS[3], '*', 'job', ARGV[3])
+return {1, depth + 1}
+"""
+
 
 class RedisStreamsQueue:
     """See the module docstring. All limits are explicit constructor arguments."""
@@ -76,6 +96,11 @@ class RedisStreamsQueue:
         self.reply_ttl_s = reply_ttl_s
         self.worker_ttl_s = worker_ttl_s
         self._grouped: set[str] = set()
+        self._admit = self._redis.register_script(_ADMIT)
+
+    @property
+    def key_prefix(self) -> str:
+        return self._p
 
     # ---- keys -----------------------------------------------------------------------------------
     def work_key(self, model: str, worker: str | None = None) -> str:
@@ -101,21 +126,21 @@ class RedisStreamsQueue:
         try:
             if key not in self._grouped:
                 await self._ensure_group(key)
-                if job.target:
-                    await self._redis.sadd(self._targets_key(job.model), job.target)
-            depth = await self.depth(job.model)
-            if depth >= self.max_queued:
-                raise QueueFull(
-                    f"the queue of model `{job.model}` is full ({depth} requests waiting or running); "
-                    f"retry after {self.retry_after_s:g}s",
-                    retry_after_s=self.retry_after_s,
-                )
-            await self._redis.xadd(key, {"job": encode(job)})
+            accepted, depth = await self._admit(
+                keys=[self.work_key(job.model), self._targets_key(job.model), key],
+                args=[self.max_queued, job.target or "", encode(job)],
+            )
         except RedisError as exc:
             self._grouped.discard(key)
             raise OverCapacity(
                 f"the work queue is unavailable ({type(exc).__name__}); retry shortly"
             ) from None
+        if not accepted:
+            raise QueueFull(
+                f"the queue of model `{job.model}` is full ({depth} requests waiting or running); "
+                f"retry after {self.retry_after_s:g}s",
+                retry_after_s=self.retry_after_s,
+            )
 
     async def read(self, request_id: str, cursor: str, block_s: float) -> tuple[list[Reply], str]:
         block_ms = max(1, int(block_s * 1000))
