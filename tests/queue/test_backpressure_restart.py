@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from queue_helpers import Cluster
 
 from servers import free_port, stop_process
@@ -85,6 +86,16 @@ def post(cluster: Cluster, content: str, **kw: Any) -> httpx.Response:
     return httpx.post(f"{cluster.gateway.url}/v1/chat/completions", json={**body, **kw}, timeout=60)
 
 
+def gateway_metric(cluster: Cluster, sample: str, **labels: str) -> float | None:
+    """One sample of model ``tiny`` from the gateway's ``/metrics`` (None when absent)."""
+    text = httpx.get(f"{cluster.gateway.url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == sample and s.labels.get("model") == "tiny" and labels.items() <= s.labels.items():
+                return float(s.value)
+    return None
+
+
 def test_full_queue_answers_503_with_retry_after_then_workers_drain_it(cluster: Cluster) -> None:
     results: list[httpx.Response] = []
     threads = [
@@ -97,6 +108,9 @@ def test_full_queue_answers_503_with_retry_after_then_workers_drain_it(cluster: 
     while r.xlen(f"{cluster.prefix}:work:tiny") < 3:
         assert time.monotonic() < deadline, "requests were not queued"
         time.sleep(0.05)
+    while gateway_metric(cluster, "modelyard_queue_depth") != 3:  # polled every heartbeat
+        assert time.monotonic() < deadline, "the gateway's queue depth gauge did not reach 3"
+        time.sleep(0.1)
     over = post(cluster, "one too many")
     assert over.status_code == 503, over.text
     assert over.headers["retry-after"] == "2"
@@ -112,6 +126,12 @@ def test_full_queue_answers_503_with_retry_after_then_workers_drain_it(cluster: 
     backend = next(d["backend"] for d in stats["deployments"] if d["model"] == "tiny")
     assert backend["rejected_queue_full"] == 1 and backend["queue_time_p99_s"] > 0
     assert backend["workers"] == ["w0"] and backend["queue_depth"] == 0
+    # the gateway's own /metrics: one queue-wait sample per served request, each waited for the
+    # worker to start (seconds), and the depth gauge back at 0
+    assert gateway_metric(cluster, "modelyard_queue_wait_seconds_count") == 3
+    assert gateway_metric(cluster, "modelyard_queue_wait_seconds_sum") > 3 * 0.3
+    assert gateway_metric(cluster, "modelyard_queue_wait_seconds_bucket", le="0.005") == 0
+    assert gateway_metric(cluster, "modelyard_queue_depth") == 0
 
 
 def test_redis_restart_recovers_without_restarting_processes(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from modelyard.queue.worker import QueueWaitHistogram
+from modelyard.queue.base import QueueWaitHistogram
 from modelyard.queue.worker_http import render_metrics, serve_http
 from servers import free_port
 

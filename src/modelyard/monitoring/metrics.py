@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from modelyard.engine.request import QUEUE_TIME_BUCKETS
+from modelyard.queue.base import QueueWaitHistogram
 
 # vLLM's buckets, with finer low ends so a fast gateway still lands in distinct buckets.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0)  # fmt: skip
@@ -277,6 +278,7 @@ class EngineCollector(Collector):
         yield from gauges.values()
         yield from counters.values()
         yield self._queue_time(self._source())
+        yield from self._work_queue(self._source())
 
     @staticmethod
     def _queue_time(engines: Iterable[tuple[str, dict[str, Any]]]) -> HistogramMetricFamily:
@@ -294,6 +296,32 @@ class EngineCollector(Collector):
                 [model], list(zip(edges, itertools.accumulate(counts), strict=True)), stats["queue_time_sum"]
             )
         return fam
+
+
+    @staticmethod
+    def _work_queue(deployments: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Metric]:
+        """Queued deployments (``queue.backend: redis``): wait from enqueue to a worker's pick-up, as
+        reported back to this gateway, and the model's queue depth (queued + in flight, all gateways)."""
+        wait = HistogramMetricFamily(
+            "modelyard_queue_wait_seconds",
+            "Work-queue wait, enqueue to a worker picking the request up (queued deployments).",
+            labels=["model"],
+        )
+        depth = GaugeMetricFamily(
+            "modelyard_queue_depth",
+            "Requests of the model in the work queue, waiting or running (all gateways).",
+            labels=["model"],
+        )
+        for model, stats in deployments:
+            if "queue_wait_counts" not in stats:
+                continue
+            edges = [*map(str, QueueWaitHistogram.BUCKETS), "+Inf"]
+            counts = [*stats["queue_wait_counts"], stats["queue_wait_count"]]
+            wait.add_metric([model], list(zip(edges, counts, strict=True)), stats["queue_wait_sum"])
+            if stats.get("queue_depth") is not None:
+                depth.add_metric([model], float(stats["queue_depth"]))
+        yield wait
+        yield depth
 
 
 def exported_names(metrics: Metrics) -> set[str]:

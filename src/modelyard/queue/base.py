@@ -116,6 +116,25 @@ class WorkerReport(msgspec.Struct):
     updated_at: float = msgspec.field(default_factory=time.time)
 
 
+class QueueWaitHistogram:
+    """Cumulative histogram of enqueue-to-pickup time: workers export it as ``vllm:request_queue_time_seconds``,
+    gateways (per model, from the ``start`` replies) as ``modelyard_queue_wait_seconds``."""
+
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(self.BUCKETS)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.sum += seconds
+        for i, bound in enumerate(self.BUCKETS):
+            if seconds <= bound:
+                self.counts[i] += 1
+
+
 @runtime_checkable
 class WorkQueue(Protocol):
     """A bounded queue of :class:`Job` per model with per-request reply logs.

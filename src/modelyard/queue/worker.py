@@ -38,7 +38,15 @@ from redis.exceptions import RedisError
 from modelyard.errors import InvalidRequest, ModelyardError
 from modelyard.gateway.backends.base import Backend, BackendRequest, Endpoint
 from modelyard.protocol.openai import ChatCompletionRequest, CompletionRequest
-from modelyard.queue.base import Delivery, Reply, ReplyKind, WorkerLost, WorkerReport, WorkQueue
+from modelyard.queue.base import (
+    Delivery,
+    QueueWaitHistogram,
+    Reply,
+    ReplyKind,
+    WorkerLost,
+    WorkerReport,
+    WorkQueue,
+)
 from modelyard.settings import QueueSettings
 
 log = logging.getLogger("modelyard.worker")
@@ -289,24 +297,6 @@ class Worker:
 
 
 _NO_REPLAY = "the partial response is not replayed"
-
-
-class QueueWaitHistogram:
-    """Cumulative histogram of enqueue-to-pickup time (exported as ``vllm:request_queue_time_seconds``)."""
-
-    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-    def __init__(self) -> None:
-        self.counts = [0] * len(self.BUCKETS)
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.count += 1
-        self.sum += seconds
-        for i, bound in enumerate(self.BUCKETS):
-            if seconds <= bound:
-                self.counts[i] += 1
 
 
 class _Sender:

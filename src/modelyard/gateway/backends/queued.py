@@ -24,7 +24,16 @@ from modelyard import errors
 from modelyard.errors import EngineError, ModelyardError, UpstreamTimeout
 from modelyard.gateway.backends.base import BackendRequest, Endpoint
 from modelyard.gateway.worker_router import pick_worker
-from modelyard.queue.base import Job, Reply, ReplyKind, WorkerLost, WorkerReport, WorkQueue, prefix_hash
+from modelyard.queue.base import (
+    Job,
+    QueueWaitHistogram,
+    Reply,
+    ReplyKind,
+    WorkerLost,
+    WorkerReport,
+    WorkQueue,
+    prefix_hash,
+)
 from modelyard.settings import QueueSettings
 
 log = logging.getLogger("modelyard.queue")
@@ -60,6 +69,7 @@ class QueuedBackend:
         self._reports: list[WorkerReport] = []
         self._reports_at = 0.0
         self.queue_times: list[float] = []
+        self.queue_wait = QueueWaitHistogram()  # for the gateway's /metrics
         self.submitted = 0
         self.rejected = 0
         self.depth: int | None = None
@@ -101,6 +111,9 @@ class QueuedBackend:
             "rejected_queue_full": self.rejected,
             "queue_time_p50_s": qt[len(qt) // 2] if qt else None,
             "queue_time_p99_s": qt[min(len(qt) - 1, int(len(qt) * 0.99))] if qt else None,
+            "queue_wait_counts": list(self.queue_wait.counts),
+            "queue_wait_count": self.queue_wait.count,
+            "queue_wait_sum": self.queue_wait.sum,
             "workers": [r.worker_id for r in mine],
         }
 
@@ -175,6 +188,7 @@ class QueuedBackend:
                     started = True
                     if r.queue_time_s is not None and owner is None:
                         self.queue_times.append(r.queue_time_s)
+                        self.queue_wait.observe(r.queue_time_s)
                         del self.queue_times[:-_QUEUE_TIMES_KEPT]
                 elif r.kind is ReplyKind.ERROR and (
                     owner in (None, r.worker) or (r.error or {}).get("class") == "WorkerLost"
