@@ -297,7 +297,6 @@ class EngineCollector(Collector):
             )
         return fam
 
-
     @staticmethod
     def _work_queue(deployments: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[Metric]:
         """Queued deployments (``queue.backend: redis``): wait from enqueue to a worker's pick-up, as
