@@ -90,6 +90,7 @@ async def start_services(settings: Settings) -> Services:
         settings.circuit_breaker,
         ewma_alpha=settings.router.ewma_alpha,
         fallbacks=settings.fallbacks,
+        load_cap=settings.router.load_cap,
     )
     eager, lazy = _build_backends(settings)
     for backend, weight in eager:

@@ -90,6 +90,18 @@ class RemoteDeploymentSettings(_Section):
     name: str | None = Field(
         default=None, description="Deployment name for logs and stats (default: `<model>#<index>`)."
     )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests this deployment serves at once; the router's load is in-flight / this "
+        "(unset: in-flight / `weight`). The router does not queue above it; it prefers other deployments.",
+    )
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tenant adapters this upstream serves: adapter model name (`<base>:<name>`, as "
+        "clients send it) -> upstream model id (e.g. a vLLM `--lora-modules` name). Adapter requests "
+        "are routed only to deployments that can serve them.",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -103,13 +115,20 @@ class RouterPolicy(StrEnum):
     WEIGHTED = "weighted"
     LEAST_LOADED = "least_loaded"
     LATENCY = "latency"
+    AFFINITY = "affinity"
 
 
 class RouterSettings(_Section):
     policy: RouterPolicy = Field(
         default=RouterPolicy.WEIGHTED,
-        description="`weighted` (random by weight), `least_loaded` (fewest in-flight requests per weight), "
-        "`latency` (lowest EWMA of time to first token).",
+        description="`weighted` (random by weight), `least_loaded` (lowest load: in-flight / capacity, where "
+        "a queued model's capacity is its live workers' slots and a remote's is `max_concurrency`, else "
+        "`weight`), `latency` (lowest EWMA of time to first token), `affinity` (among deployments under "
+        "`load_cap`: one holding the request's adapter, then one that recently served its prompt prefix, "
+        "else least-loaded).",
+    )
+    load_cap: float = Field(
+        default=0.8, gt=0, le=1, description="`affinity` never prefers a deployment whose load is above this."
     )
     ewma_alpha: float = Field(default=0.2, gt=0, le=1, description="Weight of the newest TTFT sample.")
 

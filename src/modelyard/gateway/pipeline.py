@@ -22,11 +22,12 @@ from modelyard.errors import (
     RateLimited,
     UpstreamError,
 )
-from modelyard.gateway.backends.base import BackendRequest, Endpoint, ParsedRequest
+from modelyard.gateway.backends.base import NO_HINT, BackendRequest, Endpoint, ParsedRequest, RouteHint
 from modelyard.gateway.router import Attempt, Router
 from modelyard.monitoring.observer import NULL_OBSERVER, RequestObserver
 from modelyard.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from modelyard.settings import LimitSettings
+from modelyard.queue.base import prefix_hash
+from modelyard.settings import LimitSettings, RouterPolicy
 
 # Failures of one deployment that another deployment may not share.
 RETRY_ELSEWHERE = (UpstreamError, OverCapacity, RateLimited, EngineError)
@@ -97,8 +98,15 @@ class Gateway:
         model = await self.resolver.resolve(parsed.model)
         return BackendRequest(endpoint, body, parsed, request_id, model)
 
-    def _candidates(self, req: BackendRequest) -> list[Any]:
-        deps = [d for d in self.router.candidates(req.model) if req.endpoint in d.backend.endpoints]
+    def _hint(self, req: BackendRequest) -> RouteHint:
+        lora = req.lora
+        if lora is None and self.router.policy is not RouterPolicy.AFFINITY:
+            return NO_HINT
+        prefix = prefix_hash(req.body) if self.router.policy is RouterPolicy.AFFINITY else None
+        return RouteHint(lora, prefix)
+
+    def _candidates(self, req: BackendRequest, hint: RouteHint) -> list[Any]:
+        deps = [d for d in self.router.candidates(req.model, hint) if req.endpoint in d.backend.endpoints]
         if not deps:
             raise InvalidRequest(
                 f"model `{req.model}` does not serve /v1/{req.endpoint.value}", param="model"
@@ -118,9 +126,10 @@ class Gateway:
     ) -> bytes:
         """The full JSON response body from the first deployment that answers."""
         req = await self._prepare(endpoint, parsed, body, request_id)
+        hint = self._hint(req)
         last: ModelyardError | None = None
-        for dep in self._candidates(req):
-            with self.router.track(dep) as attempt:
+        for dep in self._candidates(req, hint):
+            with self.router.track(dep, hint) as attempt:
                 observer.dispatched(dep.backend)
                 try:
                     out = await dep.backend.complete(req)
@@ -148,9 +157,10 @@ class Gateway:
     ) -> StreamHandle:
         """A stream whose first payload is already in hand; the caller must ``aclose`` it."""
         req = await self._prepare(endpoint, parsed, body, request_id)
+        hint = self._hint(req)
         last: ModelyardError | None = None
-        for dep in self._candidates(req):
-            tracker = self.router.track(dep)
+        for dep in self._candidates(req, hint):
+            tracker = self.router.track(dep, hint)
             attempt = tracker.__enter__()
             observer.dispatched(dep.backend)
             agen = dep.backend.stream(req)

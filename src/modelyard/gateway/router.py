@@ -1,8 +1,18 @@
 """Picks the deployment for a request: policy order, circuit breakers, then fallback models.
 
-Per deployment the router keeps in-flight count, an EWMA of time to first token and a circuit
-breaker. :meth:`Router.candidates` returns the deployments to try, best first; the pipeline walks
-the list until one answers (fallbacks), reporting each outcome back through :meth:`Router.track`.
+Per deployment the router keeps in-flight count, an EWMA of time to first token, the prompt
+prefixes it recently served and a circuit breaker. :meth:`Router.candidates` returns the
+deployments to try, best first; the pipeline walks the list until one answers (fallbacks),
+reporting each outcome back through :meth:`Router.track`.
+
+One model may have deployments of different kinds, e.g. a queued pool of engine workers and remote
+OpenAI-compatible servers; they are ordered by one rule. Each reports a
+:class:`~modelyard.gateway.backends.base.RouteView` (load = in-flight / capacity, whether it can
+serve the request's adapter, adapter and prefix hits); a deployment that cannot serve the adapter
+is dropped whatever the policy. ``least_loaded`` sorts by load; ``affinity`` puts deployments under
+``load_cap`` first, those holding the adapter, then those holding the prefix, then the rest, each
+by load; deployments above the cap follow, by load. A full deployment is never dropped, only
+ordered last: a queued pool still takes the request into its queue.
 """
 
 from __future__ import annotations
@@ -12,11 +22,13 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from modelyard.errors import ModelNotFound, OverCapacity
-from modelyard.gateway.backends.base import Backend
+from modelyard.errors import InvalidRequest, ModelNotFound, OverCapacity
+from modelyard.gateway.backends.base import NO_HINT, Backend, RouteHint, RouteView
 from modelyard.settings import CircuitBreakerSettings, RouterPolicy
+
+PREFIXES_KEPT = 256  # per deployment, as many as a worker reports
 
 
 class BreakerState(enum.Enum):
@@ -40,6 +52,7 @@ class Deployment:
     served: int = 0
     errors: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+    prefixes: dict[str, None] = field(default_factory=dict)  # recently served, oldest first
 
     @property
     def name(self) -> str:
@@ -54,6 +67,7 @@ class Attempt:
     started: float
     first_byte: bool = False
     failed: bool = False
+    prefix: str | None = None
 
 
 class Router:
@@ -66,10 +80,12 @@ class Router:
         *,
         ewma_alpha: float = 0.2,
         fallbacks: dict[str, list[str]] | None = None,
+        load_cap: float = 0.8,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
+        self.load_cap = load_cap
         self._breaker = breaker
         self._alpha = ewma_alpha
         self._fallbacks = fallbacks or {}
@@ -93,10 +109,11 @@ class Router:
     def has_model(self, model: str) -> bool:
         return model in self._by_model
 
-    def candidates(self, model: str) -> list[Deployment]:
+    def candidates(self, model: str, hint: RouteHint = NO_HINT) -> list[Deployment]:
         """Deployments to try for ``model``, best first, then those of its fallback models.
 
-        Raises ``ModelNotFound`` for an unknown name and ``OverCapacity`` when every circuit is open.
+        Raises ``ModelNotFound`` for an unknown name and ``OverCapacity`` when every circuit is open
+        (or no deployment can serve the request's adapter).
         """
         if model not in self._by_model:
             raise ModelNotFound(f"The model `{model}` does not exist", param="model")
@@ -104,21 +121,42 @@ class Router:
         seen = {model}
         chain = [model]
         for name in chain:
-            out.extend(self._ordered([d for d in self._by_model.get(name, ()) if self._available(d)]))
+            out.extend(self._ordered([d for d in self._by_model.get(name, ()) if self._available(d)], hint))
             for nxt in self._fallbacks.get(name, ()):
                 if nxt not in seen:
                     seen.add(nxt)
                     chain.append(nxt)
         if not out:
+            if hint.lora is not None and not any(self.view(d, hint).serves for d in self._by_model[model]):
+                raise InvalidRequest(
+                    f"no deployment of `{model}` serves the adapter `{hint.lora.model_name}`", param="model"
+                )
             raise OverCapacity(f"no healthy deployment for model `{model}`; retry later")
         return out
 
-    def _ordered(self, deps: list[Deployment]) -> list[Deployment]:
+    def view(self, dep: Deployment, hint: RouteHint = NO_HINT) -> RouteView:
+        """The deployment's load and affinity for a request with ``hint`` (see the module docstring)."""
+        route_view = getattr(dep.backend, "route_view", None)
+        if route_view is not None:
+            v: RouteView = route_view(hint, dep.in_flight)
+        else:
+            v = RouteView(
+                dep.in_flight / dep.weight, hint.lora is None or getattr(dep.backend, "local", False)
+            )
+        if hint.prefix is not None and not v.prefix_hit and hint.prefix in dep.prefixes:
+            v = replace(v, prefix_hit=True)
+        return v
+
+    def _ordered(self, deps: list[Deployment], hint: RouteHint) -> list[Deployment]:
+        if hint.lora is not None:  # correctness before policy: never send an adapter request astray
+            deps = [d for d in deps if self.view(d, hint).serves]
         if len(deps) <= 1:
             return deps
         rnd = self._rng.random
         if self.policy is RouterPolicy.LEAST_LOADED:
-            return sorted(deps, key=lambda d: (d.in_flight / d.weight, rnd()))
+            return sorted(deps, key=lambda d: (self.view(d, hint).load, rnd()))
+        if self.policy is RouterPolicy.AFFINITY:
+            return sorted(deps, key=lambda d: (*self._affinity_rank(self.view(d, hint)), rnd()))
         if self.policy is RouterPolicy.LATENCY:
             # Unmeasured deployments sort first so each gets probed once.
             return sorted(deps, key=lambda d: (d.ewma_ttft_s or 0.0, rnd()))
@@ -132,6 +170,11 @@ class Router:
                     break
         return out
 
+    def _affinity_rank(self, v: RouteView) -> tuple[int, float]:
+        if v.load >= self.load_cap:
+            return 3, v.load
+        return (0 if v.adapter_hit else 1 if v.prefix_hit else 2), v.load
+
     def _available(self, dep: Deployment) -> bool:
         if dep.state is BreakerState.CLOSED:
             return True
@@ -141,11 +184,11 @@ class Router:
         return dep.state is BreakerState.HALF_OPEN and not dep.trial_in_flight
 
     @contextmanager
-    def track(self, dep: Deployment) -> Iterator[Attempt]:
+    def track(self, dep: Deployment, hint: RouteHint = NO_HINT) -> Iterator[Attempt]:
         """Count the attempt in flight; the caller marks ``first_byte`` / ``failed`` on the handle."""
         if dep.state is BreakerState.HALF_OPEN:
             dep.trial_in_flight = True
-        attempt = Attempt(dep, self._clock())
+        attempt = Attempt(dep, self._clock(), prefix=hint.prefix)
         dep.in_flight += 1
         try:
             yield attempt
@@ -163,6 +206,11 @@ class Router:
         attempt.first_byte = True
         ttft = self._clock() - attempt.started
         dep = attempt.deployment
+        if attempt.prefix is not None:  # its KV cache (or the upstream's) now likely holds the prefix
+            dep.prefixes.pop(attempt.prefix, None)
+            dep.prefixes[attempt.prefix] = None
+            if len(dep.prefixes) > PREFIXES_KEPT:
+                del dep.prefixes[next(iter(dep.prefixes))]
         dep.ewma_ttft_s = (
             ttft if dep.ewma_ttft_s is None else (self._alpha * ttft + (1 - self._alpha) * dep.ewma_ttft_s)
         )

@@ -43,6 +43,52 @@ class BackendRequest:
     cache_salt: str | None = None  # prefix-cache salt (the tenant id); None shares the cache
 
 
+@dataclass(slots=True, frozen=True)
+class RouteHint:
+    """What the router knows of a request when it orders deployments.
+
+    ``lora`` is the tenant adapter the request needs (tenancy ``AdapterInfo``: ``engine_name`` names it
+    in the engine, ``model_name`` as clients send it) or ``None``; ``prefix`` is the hash of the
+    prompt's start (:func:`modelyard.queue.base.prefix_hash`), set under the ``affinity`` policy.
+    """
+
+    lora: Any = None
+    prefix: str | None = None
+
+
+NO_HINT = RouteHint()
+
+
+@dataclass(slots=True, frozen=True)
+class RouteView:
+    """One deployment's answer to the router for one request.
+
+    ``load`` is the share of its request slots in use (0 idle, 1 full, ``inf`` no capacity at all,
+    e.g. a queued model with no live worker); ``serves`` is False when it cannot serve the request
+    (an adapter it does not have); ``adapter_hit`` / ``prefix_hit`` say it likely holds the adapter
+    loaded / the prompt's prefix in its KV cache.
+    """
+
+    load: float
+    serves: bool = True
+    adapter_hit: bool = False
+    prefix_hit: bool = False
+
+
+@runtime_checkable
+class Routable(Protocol):
+    """Optional for a :class:`Backend`: its own view of load and affinity (queued and remote backends).
+
+    Backends without it count as ``load = in_flight / weight``, serving no adapter unless they are
+    the built-in engine (``local = True``), and with no affinity.
+    """
+
+    def route_view(self, hint: RouteHint, in_flight: int) -> RouteView:
+        """Load and affinity for a request with ``hint``; ``in_flight`` is this gateway's own count of
+        requests on the deployment (fresher than any load report). Must not block or do I/O."""
+        ...
+
+
 @runtime_checkable
 class Backend(Protocol):
     """One deployment of one model.

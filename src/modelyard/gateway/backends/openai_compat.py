@@ -24,7 +24,7 @@ from modelyard.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from modelyard.gateway.backends.base import BackendRequest, Endpoint
+from modelyard.gateway.backends.base import BackendRequest, Endpoint, RouteHint, RouteView
 from modelyard.monitoring.tracing import with_trace_headers
 from modelyard.settings import RemoteDeploymentSettings
 
@@ -67,9 +67,17 @@ class OpenAICompatBackend:
     def stats(self) -> dict[str, Any]:
         return {"base_url": self._s.base_url, "upstream_model": self._upstream_model}
 
+    def route_view(self, hint: RouteHint, in_flight: int) -> RouteView:
+        """Load is in-flight / ``max_concurrency`` (else / ``weight``); an adapter request is served
+        only when the upstream lists that adapter, and then it is loaded there (an affinity hit)."""
+        capacity = self._s.max_concurrency or self._s.weight
+        serves = hint.lora is None or hint.lora.model_name in self._s.adapters
+        return RouteView(in_flight / capacity, serves, adapter_hit=hint.lora is not None and serves)
+
     def _payload(self, request: BackendRequest) -> bytes:
         body = dict(request.body)
-        body["model"] = self._upstream_model
+        lora = request.lora
+        body["model"] = self._upstream_model if lora is None else self._s.adapters[lora.model_name]
         return orjson.dumps(body)
 
     async def _post(self, request: BackendRequest, *, stream: bool) -> aiohttp.ClientResponse:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +23,7 @@ from redis.exceptions import RedisError
 
 from modelyard import errors
 from modelyard.errors import EngineError, ModelyardError, UpstreamTimeout
-from modelyard.gateway.backends.base import BackendRequest, Endpoint
+from modelyard.gateway.backends.base import BackendRequest, Endpoint, RouteHint, RouteView
 from modelyard.gateway.worker_router import pick_worker
 from modelyard.queue.base import (
     Job,
@@ -60,6 +61,7 @@ class QueuedBackend:
     """One model served by engine workers behind a :class:`WorkQueue` (see the module docstring)."""
 
     endpoints = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS})
+    local = True  # the built-in engine serves it (tenant adapters, `owned_by` in /v1/models)
 
     def __init__(self, model: str, queue: WorkQueue, settings: QueueSettings) -> None:
         self.name = f"{model}#queue"
@@ -117,6 +119,20 @@ class QueuedBackend:
             "workers": [r.worker_id for r in mine],
         }
 
+    def route_view(self, hint: RouteHint, in_flight: int) -> RouteView:
+        """The pool of live workers as one deployment: load = requests of the model queued or running
+        (the polled depth, the workers' reports or this gateway's own count, whichever is highest)
+        over the workers' slots; ``inf`` with no live worker (the queue still takes the request)."""
+        live = [r for r in self._reports if self.model in r.models and not r.draining]
+        capacity = sum(r.capacity for r in live)
+        busy = max(self.depth or 0, sum(r.in_flight for r in live), in_flight)
+        adapter = hint.lora.engine_name if hint.lora is not None else None
+        return RouteView(
+            load=busy / capacity if capacity else math.inf,
+            adapter_hit=adapter is not None and any(adapter in r.adapters for r in live),
+            prefix_hit=hint.prefix is not None and any(hint.prefix in r.prefix_hashes for r in live),
+        )
+
     async def _target(self, adapter: str | None, prefix: str) -> str | None:
         if self._cfg.routing == "pull":
             return None
@@ -139,7 +155,7 @@ class QueuedBackend:
     async def _submit(self, request: BackendRequest, stream: bool) -> None:
         prefix = prefix_hash(request.body)
         lora = _lora_fields(getattr(request, "lora", None))
-        adapter = f"{lora['tenant_id']}/{lora['name']}" if lora else None
+        adapter = f"{lora['tenant_id']}/{lora['name']}/{lora['id']}" if lora else None  # engine_name
         job = Job(
             request_id=request.request_id,
             model=self.model,
