@@ -30,8 +30,7 @@ from modelyard.gateway.resolver import RegistryResolver
 from modelyard.gateway.router import Router
 from modelyard.http import logs as logs_http
 from modelyard.http import metrics as metrics_http
-from modelyard.http import ops
-from modelyard.http import ws
+from modelyard.http import ops, ws
 from modelyard.http.errors import EXCEPTION_HANDLERS
 from modelyard.http.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from modelyard.http.openai import chat, completions, embeddings, models
