@@ -13,18 +13,27 @@ import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from modelyard.errors import InvalidRequest
 from modelyard.gateway.backends.base import BackendRequest, Endpoint, RouteHint
 from modelyard.gateway.backends.openai_compat import OpenAICompatBackend
 from modelyard.gateway.backends.queued import QueuedBackend
-from modelyard.gateway.router import Deployment, Router
+from modelyard.gateway.pipeline import Gateway, StaticResolver
+from modelyard.gateway.router import BreakerState, Deployment, Router
 from modelyard.protocol.openai import ChatCompletionRequest
-from modelyard.queue.base import WorkerReport
+from modelyard.queue.base import Job, QueueFull, WorkerReport
 from modelyard.queue.memory import InProcessQueue
-from modelyard.settings import CircuitBreakerSettings, QueueSettings, RemoteDeploymentSettings, RouterPolicy
+from modelyard.settings import (
+    CircuitBreakerSettings,
+    LimitSettings,
+    QueueSettings,
+    RemoteDeploymentSettings,
+    RouterPolicy,
+)
 from modelyard.tenancy.records import AdapterInfo
+from servers import MockUpstream
 
 ADAPTER = AdapterInfo("a1", "t1", "m", "sql", "/adapters/sql", datetime(2026, 1, 1, tzinfo=UTC))
 
@@ -159,3 +168,31 @@ async def test_adapter_nobody_serves_is_a_400() -> None:
     router.add(OpenAICompatBackend(s, "r"))
     with pytest.raises(InvalidRequest, match="serves the adapter `m:sql`"):
         router.candidates("m", RouteHint(lora=ADAPTER))
+
+
+async def test_full_queue_falls_back_without_opening_the_pools_circuit(mock_upstream: MockUpstream) -> None:
+    """QueueFull tries the next deployment but is not a failure of the (healthy, busy) worker pool."""
+    queue = InProcessQueue(max_queued=1, retry_after_s=4)
+    await queue.submit(Job("waiting", "m", "chat/completions", {}, stream=False))  # the queue is full
+    router = Router(RouterPolicy.WEIGHTED, CircuitBreakerSettings(failure_threshold=2, reset_after_s=60))
+    pool = router.add(QueuedBackend("m", queue, QueueSettings()))
+    gateway = Gateway(router, StaticResolver(router), LimitSettings())
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    parsed = ChatCompletionRequest.model_validate(body)
+    for i in range(4):  # the pool alone: the client gets the queue's own 503 + Retry-After every time
+        with pytest.raises(QueueFull) as info:
+            await gateway.complete(Endpoint.CHAT, parsed, body, f"q{i}")
+        assert info.value.retry_after_s == 4
+    assert pool.state is BreakerState.CLOSED and pool.failures == 0
+
+    s = RemoteDeploymentSettings(model="m", base_url=f"{mock_upstream.url}/v1", upstream_model="mock")
+    remote_backend = OpenAICompatBackend(s, "r")
+    await remote_backend.start()
+    try:
+        remote = router.add(remote_backend)
+        for i in range(6):  # whichever is tried first, the remote answers
+            out = orjson.loads(await gateway.complete(Endpoint.CHAT, parsed, body, f"f{i}"))
+            assert out["choices"][0]["message"]["content"].startswith("echo:")
+        assert remote.served == 6 and pool.state is BreakerState.CLOSED and pool.failures == 0
+    finally:
+        await remote_backend.close()

@@ -144,6 +144,9 @@ async def test_one_pool_over_workers_and_a_remote(pool: Pool, start_worker) -> N
             break
         await asyncio.sleep(0.02)
     assert worker.served == queued
+    # the gateway's own /metrics: one queue-wait sample per request the workers served
+    text = pool.services.monitor.metrics.exposition().decode()
+    assert f'modelyard_queue_wait_seconds_count{{model="tiny"}} {float(queued)}' in text
 
     # 3. The remote goes down: its failures fall back to the workers, then its circuit opens and
     #    the workers take every request.

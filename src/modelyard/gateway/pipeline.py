@@ -26,11 +26,21 @@ from modelyard.gateway.backends.base import NO_HINT, BackendRequest, Endpoint, P
 from modelyard.gateway.router import Attempt, Router
 from modelyard.monitoring.observer import NULL_OBSERVER, RequestObserver
 from modelyard.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from modelyard.queue.base import prefix_hash
+from modelyard.queue.base import QueueFull, prefix_hash
 from modelyard.settings import LimitSettings, RouterPolicy
 
 # Failures of one deployment that another deployment may not share.
 RETRY_ELSEWHERE = (UpstreamError, OverCapacity, RateLimited, EngineError)
+
+
+def counts_as_failure(exc: BaseException) -> bool:
+    """Whether a retry-elsewhere error counts against the deployment's circuit breaker.
+
+    A full work queue does not: the workers are healthy, just busy; the request tries the next
+    deployment, and with none left the client gets the queue's 503 with ``Retry-After`` rather than
+    a breaker that keeps the pool out of rotation after the queue has drained.
+    """
+    return not isinstance(exc, QueueFull)
 
 
 class ModelResolver(Protocol):
@@ -134,7 +144,7 @@ class Gateway:
                 try:
                     out = await dep.backend.complete(req)
                 except RETRY_ELSEWHERE as exc:
-                    attempt.failed = True
+                    attempt.failed = counts_as_failure(exc)
                     last = exc
                     continue
                 except ModelyardError:
@@ -167,7 +177,7 @@ class Gateway:
             try:
                 first = await agen.__anext__()
             except BaseException as exc:
-                failed = isinstance(exc, RETRY_ELSEWHERE) or not isinstance(
+                failed = (isinstance(exc, RETRY_ELSEWHERE) and counts_as_failure(exc)) or not isinstance(
                     exc, ModelyardError | StopAsyncIteration | asyncio.CancelledError
                 )
                 attempt.failed = failed
