@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -61,35 +61,37 @@ class Pool:
         return self.router.candidates("m", hint)[0].name
 
 
+MakePool = Callable[[RouterPolicy], Awaitable[Pool]]
+
+
 def worker(wid: str, in_flight: int, **kw: object) -> WorkerReport:
     return WorkerReport(worker_id=wid, models=["m"], in_flight=in_flight, capacity=4, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-async def least_loaded() -> AsyncIterator[Pool]:
-    pool = Pool(RouterPolicy.LEAST_LOADED)
-    await pool.queued_backend.start()
-    yield pool
-    await pool.queued_backend.close()
+async def make_pool() -> AsyncIterator[Callable[[RouterPolicy], Awaitable[Pool]]]:
+    """Builds started pools under a policy; closes them at the end."""
+    pools: list[Pool] = []
+
+    async def make(policy: RouterPolicy) -> Pool:
+        pools.append(Pool(policy))
+        await pools[-1].queued_backend.start()
+        return pools[-1]
+
+    yield make
+    for p in pools:
+        await p.queued_backend.close()
 
 
-@pytest.fixture
-async def affinity() -> AsyncIterator[Pool]:
-    pool = Pool(RouterPolicy.AFFINITY)
-    await pool.queued_backend.start()
-    yield pool
-    await pool.queued_backend.close()
-
-
-async def test_no_live_worker_sends_requests_to_the_remote(least_loaded: Pool) -> None:
-    p = least_loaded
+async def test_no_live_worker_sends_requests_to_the_remote(make_pool: MakePool) -> None:
+    p = await make_pool(RouterPolicy.LEAST_LOADED)
     p.remote.in_flight = 3  # 0.75 loaded, still better than a pool with no capacity
     assert math.isinf(p.router.view(p.queued).load)
     assert [d.name for d in p.router.candidates("m")] == ["r", "m#queue"]  # the queue stays a fallback
 
 
-async def test_least_loaded_compares_worker_slots_with_remote_concurrency(least_loaded: Pool) -> None:
-    p = least_loaded
+async def test_least_loaded_compares_worker_slots_with_remote_concurrency(make_pool: MakePool) -> None:
+    p = await make_pool(RouterPolicy.LEAST_LOADED)
     await p.workers(worker("w1", 2), worker("w2", 2))  # 4 of 8 slots: 0.5
     assert p.router.view(p.queued).load == 0.5
     p.remote.in_flight = 1  # 1 of 4: 0.25
@@ -102,8 +104,8 @@ async def test_least_loaded_compares_worker_slots_with_remote_concurrency(least_
     assert p.first() == "r"  # draining workers have no capacity
 
 
-async def test_queue_depth_and_own_in_flight_count_as_load(least_loaded: Pool) -> None:
-    p = least_loaded
+async def test_queue_depth_and_own_in_flight_count_as_load(make_pool: MakePool) -> None:
+    p = await make_pool(RouterPolicy.LEAST_LOADED)
     await p.workers(worker("w1", 0))
     p.queued.in_flight = 3  # this gateway's own requests, before any report shows them
     assert p.router.view(p.queued).load == 0.75
@@ -111,8 +113,8 @@ async def test_queue_depth_and_own_in_flight_count_as_load(least_loaded: Pool) -
     assert p.router.view(p.queued).load == 2.0
 
 
-async def test_open_breaker_leaves_the_workers(least_loaded: Pool) -> None:
-    p = least_loaded
+async def test_open_breaker_leaves_the_workers(make_pool: MakePool) -> None:
+    p = await make_pool(RouterPolicy.LEAST_LOADED)
     await p.workers(worker("w1", 3))
     assert p.first() == "r"
     with p.router.track(p.remote) as attempt:
@@ -120,8 +122,8 @@ async def test_open_breaker_leaves_the_workers(least_loaded: Pool) -> None:
     assert [d.name for d in p.router.candidates("m")] == ["m#queue"]
 
 
-async def test_affinity_prefix_then_load_cap(affinity: Pool) -> None:
-    p = affinity
+async def test_affinity_prefix_then_load_cap(make_pool: MakePool) -> None:
+    p = await make_pool(RouterPolicy.AFFINITY)
     await p.workers(worker("w1", 2, prefix_hashes=["p1"]), worker("w2", 0))  # 2 of 8
     p.remote.in_flight = 0
     assert p.first(RouteHint(prefix="p1")) == "m#queue"  # prefix hit beats the idler remote
@@ -130,8 +132,8 @@ async def test_affinity_prefix_then_load_cap(affinity: Pool) -> None:
     assert p.first(RouteHint(prefix="p1")) == "r"
 
 
-async def test_affinity_remembers_prefixes_sent_to_a_remote(affinity: Pool) -> None:
-    p = affinity
+async def test_affinity_remembers_prefixes_sent_to_a_remote(make_pool: MakePool) -> None:
+    p = await make_pool(RouterPolicy.AFFINITY)
     await p.workers(worker("w1", 0), worker("w2", 0))
     p.remote.in_flight = 2  # 0.5 vs idle workers
     assert p.first(RouteHint(prefix="p2")) == "m#queue"
@@ -140,8 +142,8 @@ async def test_affinity_remembers_prefixes_sent_to_a_remote(affinity: Pool) -> N
     assert p.first(RouteHint(prefix="p2")) == "r"
 
 
-async def test_adapter_requests_go_only_where_the_adapter_is_served(affinity: Pool) -> None:
-    p = affinity
+async def test_adapter_requests_go_only_where_the_adapter_is_served(make_pool: MakePool) -> None:
+    p = await make_pool(RouterPolicy.AFFINITY)
     served = p.remote_deployment("r-lora", adapters={"m:sql": "sql-lora"}, max_concurrency=4)
     await p.workers(worker("w1", 0), worker("w2", 0))
     hint = RouteHint(lora=ADAPTER)

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from queue_helpers import tiny_settings
 
 from engine.helpers import write_tiny_llama
-from modelyard.settings import LocalModelSettings, QueueSettings, Settings
+from modelyard.settings import Settings
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,17 +20,6 @@ def _hf_offline() -> None:
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-def tiny_settings(tiny_dir: Path, tmp: Path, **queue: object) -> Settings:
-    return Settings(
-        data_dir=tmp,
-        model_cache_dir=tmp / "models",
-        local_models=[LocalModelSettings(name="tiny", source=str(tiny_dir))],
-        embedders=[],
-        engine={"max_model_len": 256, "num_threads": 1, "dtype": "float32"},
-        queue=QueueSettings(**queue),  # type: ignore[arg-type]
-    )
 
 
 @pytest.fixture

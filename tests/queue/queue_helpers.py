@@ -17,6 +17,7 @@ import redis
 import yaml
 
 from modelyard.queue.redis_streams import RedisStreamsQueue
+from modelyard.settings import LocalModelSettings, QueueSettings, Settings
 from servers import RemoteServer, free_port, stop_process
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -36,6 +37,17 @@ async def redis_test_queue(url: str = REDIS_URL, **kw: object) -> AsyncIterator[
     finally:
         await q.purge()
         await q.close()
+
+
+def tiny_settings(tiny_dir: Path, tmp: Path, **queue: object) -> Settings:
+    return Settings(
+        data_dir=tmp,
+        model_cache_dir=tmp / "models",
+        local_models=[LocalModelSettings(name="tiny", source=str(tiny_dir))],
+        embedders=[],
+        engine={"max_model_len": 256, "num_threads": 1, "dtype": "float32"},
+        queue=QueueSettings(**queue),  # type: ignore[arg-type]
+    )
 
 
 class Cluster:

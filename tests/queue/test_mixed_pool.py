@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from queue_helpers import unique_prefix
+from queue_helpers import tiny_settings, unique_prefix
 
 from modelyard.app import Services, start_services, stop_services
 from modelyard.gateway.backends.base import Endpoint
@@ -28,9 +28,8 @@ from modelyard.queue.factory import redis_queue
 from modelyard.queue.worker import Worker
 from modelyard.settings import (
     CircuitBreakerSettings,
-    LocalModelSettings,
-    QueueSettings,
     RemoteDeploymentSettings,
+    RouterPolicy,
     RouterSettings,
     Settings,
 )
@@ -63,33 +62,31 @@ class Pool:
 @pytest.fixture
 async def pool(tiny_dir: Path, tmp_path: Path) -> AsyncIterator[Pool]:
     upstream = MockUpstream(free_port())
-    settings = Settings(
-        data_dir=tmp_path,
-        model_cache_dir=tmp_path / "models",
-        local_models=[LocalModelSettings(name="tiny", source=str(tiny_dir))],
-        embedders=[],
-        engine={"max_model_len": 256, "num_threads": 1, "dtype": "float32"},
-        queue=QueueSettings(
-            backend="redis",  # type: ignore[arg-type]
-            key_prefix=unique_prefix(),
-            heartbeat_s=0.1,
-            claim_idle_s=1.0,
-            worker_ttl_s=1.0,
-            worker_max_in_flight=4,
-        ),
-        deployments=[
-            RemoteDeploymentSettings(
-                model="tiny",
-                name="tiny-remote",
-                base_url=f"{upstream.url}/v1",
-                upstream_model="mock",
-                max_concurrency=4,
-                max_retries=0,
-                timeout_s=5,
-            )
-        ],
-        router=RouterSettings(policy="least_loaded"),  # type: ignore[arg-type]
-        circuit_breaker=CircuitBreakerSettings(failure_threshold=2, reset_after_s=600),
+    settings = tiny_settings(
+        tiny_dir,
+        tmp_path,
+        backend="redis",
+        key_prefix=unique_prefix(),
+        heartbeat_s=0.1,
+        claim_idle_s=1.0,
+        worker_ttl_s=1.0,
+        worker_max_in_flight=4,
+    ).model_copy(
+        update={
+            "deployments": [
+                RemoteDeploymentSettings(
+                    model="tiny",
+                    name="tiny-remote",
+                    base_url=f"{upstream.url}/v1",
+                    upstream_model="mock",
+                    max_concurrency=4,
+                    max_retries=0,
+                    timeout_s=5,
+                )
+            ],
+            "router": RouterSettings(policy=RouterPolicy.LEAST_LOADED),
+            "circuit_breaker": CircuitBreakerSettings(failure_threshold=2, reset_after_s=600),
+        }
     )
     services = await start_services(settings)
     deps = {d.name: d for d in services.gateway.router.deployments("tiny")}
