@@ -112,8 +112,8 @@ class Router:
     def candidates(self, model: str, hint: RouteHint = NO_HINT) -> list[Deployment]:
         """Deployments to try for ``model``, best first, then those of its fallback models.
 
-        Raises ``ModelNotFound`` for an unknown name and ``OverCapacity`` when every circuit is open
-        (or no deployment can serve the request's adapter).
+        Raises ``ModelNotFound`` for an unknown name, ``InvalidRequest`` when no deployment of the
+        model can serve the request's adapter, and ``OverCapacity`` when every circuit is open.
         """
         if model not in self._by_model:
             raise ModelNotFound(f"The model `{model}` does not exist", param="model")
