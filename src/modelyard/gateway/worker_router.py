@@ -1,5 +1,9 @@
 """Choosing an engine worker for a queued request from the workers' heartbeat load reports.
 
+This is the second of two steps: the gateway :class:`~modelyard.gateway.router.Router` first chose
+the model's queued worker pool over its remote deployments (by the pool's load and affinity, see
+``QueuedBackend.route_view``); here the pool's job goes to one worker or to the shared stream.
+
 Policies (``queue.routing``):
 
 - ``pull``: no choice here; the job goes to the model's shared stream and the first worker with a
