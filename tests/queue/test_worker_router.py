@@ -1,11 +1,20 @@
-"""Routing policies over worker load reports (pure function)."""
+"""Routing policies over worker load reports (pure function), and the queued backend's use of them."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
+
 import pytest
 
+from modelyard.gateway.backends.base import BackendRequest, Endpoint
+from modelyard.gateway.backends.queued import QueuedBackend
 from modelyard.gateway.worker_router import pick_worker
+from modelyard.protocol.openai import ChatCompletionRequest
 from modelyard.queue.base import WorkerReport
+from modelyard.queue.memory import InProcessQueue
+from modelyard.settings import QueueSettings
+from modelyard.tenancy.records import AdapterInfo
 
 
 def rep(wid: str, in_flight: int = 0, *, cap: int = 10, **kw: object) -> WorkerReport:
@@ -49,3 +58,26 @@ def test_load_cap_stops_affinity_from_overloading_one_worker() -> None:
 def test_unknown_policy_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown routing policy"):
         pick_worker([rep("a")], "m", policy="random")
+
+
+async def test_queued_backend_targets_the_worker_with_the_tenant_adapter_loaded() -> None:
+    """Workers report adapters by the engine's name (``tenant/name/id``); the job must name that worker."""
+    queue = InProcessQueue(worker_ttl_s=30)
+    await queue.report(rep("idle", 0))
+    await queue.report(rep("warm", 3, adapters=["t1/sql/a1"]))
+    queued = QueuedBackend("m", queue, QueueSettings(routing="affinity"))
+    adapter = AdapterInfo("a1", "t1", "m", "sql", "/adapters/sql", datetime(2026, 1, 1, tzinfo=UTC))
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    req = BackendRequest(
+        Endpoint.CHAT, body, ChatCompletionRequest.model_validate(body), "r1", "m", lora=adapter
+    )
+    agen = queued.stream(req)
+    waiting = asyncio.create_task(agen.__anext__())  # submits, then waits for replies
+    try:
+        (delivery,) = await queue.take("warm", ["m"], 10, 2.0)
+        assert delivery.job.target == "warm" and delivery.job.lora is not None
+        assert delivery.job.lora["id"] == "a1"
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await agen.aclose()
