@@ -51,6 +51,7 @@ class QueuedBackend:
     """One model served by engine workers behind a :class:`WorkQueue` (see the module docstring)."""
 
     endpoints = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS})
+    local = True  # the built-in engine (on workers): serves tenants' private adapters
 
     def __init__(self, model: str, queue: WorkQueue, settings: QueueSettings) -> None:
         self.name = f"{model}#queue"
@@ -126,7 +127,8 @@ class QueuedBackend:
     async def _submit(self, request: BackendRequest, stream: bool) -> None:
         prefix = prefix_hash(request.body)
         lora = _lora_fields(getattr(request, "lora", None))
-        adapter = f"{lora['tenant_id']}/{lora['name']}" if lora else None
+        # Workers report their adapters by engine id (``AdapterInfo.engine_name``): match that.
+        adapter = f"{lora['tenant_id']}/{lora['name']}/{lora['id']}" if lora else None
         job = Job(
             request_id=request.request_id,
             model=self.model,
