@@ -180,3 +180,21 @@ async def test_a_worker_on_the_redis_queue_unloads_a_deleted_adapter(
         await queue.purge()
         await queue.close()
         await retired.close()
+
+
+async def test_affinity_routes_a_tenant_adapter_to_the_worker_holding_it() -> None:
+    from modelyard.queue.base import WorkerReport
+    from modelyard.queue.memory import InProcessQueue
+
+    queue = InProcessQueue()
+    held = adapter(Path("/nowhere"))
+    await queue.report(WorkerReport("idle", ["tiny"], capacity=8))
+    await queue.report(WorkerReport("holder", ["tiny"], in_flight=2, capacity=8, adapters=[held.engine_name]))
+    gateway = QueuedBackend("tiny", queue, QueueSettings(routing="affinity", load_cap=0.9))  # type: ignore[arg-type]
+    task = asyncio.create_task(gateway.complete(request(held)))
+    try:
+        (delivery,) = await queue.take("holder", ["tiny"], 1, block_s=5)
+        assert delivery.job.target == "holder"  # not the idle worker: it would load the adapter again
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
