@@ -185,7 +185,10 @@ class Worker:
         }
         for name in await self.retired.retired(list(loaded)):
             log.info("unloading deleted adapter %s", name)
-            await loaded[name].retire_adapter(name)  # type: ignore[attr-defined]
+            try:
+                await loaded[name].retire_adapter(name)  # type: ignore[attr-defined]
+            except Exception:  # an engine error must not stop the heartbeat
+                log.exception("unloading deleted adapter %s failed", name)
 
     async def _report(self) -> None:
         running = waiting = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -22,12 +23,20 @@ import anyio
 import orjson
 
 from modelyard.engine.request import GenerateRequest, RequestOutput, SamplingParams, TokenLogprob, Usage
-from modelyard.errors import Conflict, ContextLengthExceeded, InvalidRequest, ModelNotFound, OverCapacity
+from modelyard.errors import (
+    AdapterNotFound,
+    Conflict,
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    OverCapacity,
+)
 from modelyard.gateway.backends.base import BackendRequest, Endpoint
 from modelyard.protocol.openai import ChatCompletionRequest, CompletionRequest
 from modelyard.settings import LocalModelSettings, Settings
 
 _QUANT_IN_NAME = re.compile(r"[.\-_](q\d[a-z0-9_]*|f16|bf16|f32)\.gguf$", re.IGNORECASE)
+log = logging.getLogger("modelyard.gateway")
 _UNLOAD_TRIES = 250  # x 20 ms: the engine drops an aborted request between two steps
 
 
@@ -231,8 +240,11 @@ class LocalBackend:
             try:
                 await engine.unload_lora(name)
                 return
+            except AdapterNotFound:  # unloaded meanwhile
+                return
             except Conflict:  # an aborted request of ours is still queued in the engine for a step
                 await asyncio.sleep(0.02)
+        log.warning("deleted adapter %s is still in use by the engine; it stays loaded for now", name)
 
     async def complete(self, request: BackendRequest) -> bytes:
         lora = await self._acquire_lora(request)

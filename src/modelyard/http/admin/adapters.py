@@ -46,6 +46,8 @@ def check_adapter_dir(path: Path) -> None:
 
 def stored_adapter_dir(settings: Settings, tenant: str, base_model: str, name: str) -> Path:
     """A fresh folder for one registration (a re-created name never reuses the old files)."""
+    if base_model.strip(".") == "":
+        raise InvalidRequest(f"invalid base_model {base_model!r}", param="base_model")
     root = settings.resolved_data_dir / "adapters" / tenant / base_model.replace("/", "_") / name
     return root / uuid.uuid4().hex[:12]
 
@@ -168,9 +170,13 @@ async def _retire(request: Request, settings: Settings, info: AdapterInfo) -> bo
     router_ = getattr(getattr(request.state, "gateway", None), "router", None)
     for dep in router_.deployments(info.base_model) if router_ is not None else []:
         retire = getattr(dep.backend, "retire_adapter", None)
-        if retire is not None:
+        if retire is None:
+            continue
+        try:
             await retire(info.engine_name)
-            unloaded = unloaded and info.engine_name not in dep.backend.loaded_adapters()
+        except Exception:  # the adapter is deleted either way; only its memory is not freed yet
+            log.exception("unloading deleted adapter %s failed", info.engine_name)
+        unloaded = unloaded and info.engine_name not in dep.backend.loaded_adapters()
     await forget_adapter(settings, info)
     return unloaded
 
