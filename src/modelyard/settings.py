@@ -179,7 +179,8 @@ class TenancySettings(_Section):
     prices: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description="Model name -> {`prompt_per_1k`, `completion_per_1k`} prices used for cost and money "
-        "budgets (models without a price cost 0).",
+        "budgets when the registry has no price for the model (`modelyard models price set`); models "
+        "priced in neither cost 0.",
     )
     metering_buffer: int = Field(
         default=10_000, ge=1, description="Usage records held in memory before requests wait for the writer."

@@ -46,6 +46,28 @@ class SetAliasRequest(_Request):
     version: int = Field(strict=True)
 
 
+class SetPricesRequest(_Request):
+    """``PUT /admin/models/{name}/prices``: prices per 1000 tokens (finite, from 0; the registry checks)."""
+
+    prompt_per_1k: float
+    completion_per_1k: float
+
+
+class AdapterFromRegistryRequest(_Request):
+    """``POST /admin/adapters/from-registry``: register a registry artifact (``NAME:VERSION``, a PEFT
+    LoRA folder) as a tenant's adapter ``<base_model>:<name>``."""
+
+    tenant: str | None = Field(default=None, description="Owner (default: the caller's tenant).")
+    base_model: str
+    name: str
+    artifact: str = Field(description="The registry version holding the adapter, as `NAME:VERSION`.")
+
+
+class ModelPrices(BaseModel):
+    prompt_per_1k: float
+    completion_per_1k: float
+
+
 class ModelVersion(BaseModel):
     object: Literal["model.version"] = "model.version"
     model: str
@@ -70,6 +92,7 @@ class RegisteredModel(BaseModel):
     created_at: datetime
     aliases: dict[str, int]
     versions: list[ModelVersion]
+    prices: ModelPrices | None = None
 
 
 class RegisteredModelList(BaseModel):

@@ -7,8 +7,9 @@ server, so the bytes a client sees are the same on both paths) and runs four loo
   its own task: a ``start`` event (with the queue time), the SSE payloads (or the whole body) as
   ``data`` events, then ``end`` or ``error``; then acknowledge the job.
 - **heartbeat** (every ``heartbeat_s``): publish the load report (running / waiting requests, KV
-  usage, adapters, recent prompt-prefix hashes, draining), keep in-flight jobs alive, and claim
-  jobs that a dead worker left idle for ``claim_idle_s``. A claimed job whose output had already
+  usage, adapters, recent prompt-prefix hashes, draining), keep in-flight jobs alive, unload the
+  adapters a tenant deleted (see :mod:`modelyard.queue.retired`), and claim jobs that a dead
+  worker left idle for ``claim_idle_s``. A claimed job whose output had already
   reached the client is not replayed: it is ended with an in-band error.
 - **cancel poll** (every ``cancel_poll_s``): requests whose gateway cancelled them are stopped,
   which aborts their engine requests and frees their KV blocks.
@@ -47,6 +48,7 @@ from modelyard.queue.base import (
     WorkerReport,
     WorkQueue,
 )
+from modelyard.queue.retired import RetiredAdapters
 from modelyard.settings import QueueSettings
 
 log = logging.getLogger("modelyard.worker")
@@ -66,8 +68,10 @@ class Worker:
         *,
         worker_id: str | None = None,
         drain_timeout_s: float = 30.0,
+        retired: RetiredAdapters | None = None,
     ) -> None:
         self.queue = queue
+        self.retired = retired
         self.backends = backends
         self.cfg = settings
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -148,6 +152,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.cfg.heartbeat_s)
             try:
+                await self._unload_retired()
                 await self._report()
                 await self.queue.touch(self.worker_id, [d for _, d in self._tasks.values()])
                 free = self.cfg.worker_max_in_flight - len(self._tasks)
@@ -175,6 +180,23 @@ class Worker:
                 if entry is not None:
                     log.info("request %s cancelled by its gateway", rid)
                     entry[0].cancel()
+
+    async def _unload_retired(self) -> None:
+        """Unload the loaded adapters that their tenant deleted (one Redis round trip)."""
+        if self.retired is None:
+            return
+        loaded = {
+            name: backend
+            for backend in self.backends.values()
+            if hasattr(backend, "retire_adapter")
+            for name in backend.loaded_adapters()  # type: ignore[attr-defined]
+        }
+        for name in await self.retired.retired(list(loaded)):
+            log.info("unloading deleted adapter %s", name)
+            try:
+                await loaded[name].retire_adapter(name)  # type: ignore[attr-defined]
+            except Exception:  # an engine error must not stop the heartbeat
+                log.exception("unloading deleted adapter %s failed", name)
 
     async def _report(self) -> None:
         running = waiting = 0
@@ -363,7 +385,10 @@ async def serve_worker(
         await backend.start()
         backends[m.name] = backend
         log.info("worker loaded %s", m.name)
-    worker = Worker(queue, backends, q, worker_id=worker_id, drain_timeout_s=settings.drain_timeout_s)
+    retired = RetiredAdapters.from_url(q.redis_url, q.key_prefix)
+    worker = Worker(
+        queue, backends, q, worker_id=worker_id, drain_timeout_s=settings.drain_timeout_s, retired=retired
+    )
     holder["worker"] = worker
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -380,5 +405,6 @@ async def serve_worker(
             server.close()
         for backend in backends.values():
             await backend.close()
+        await retired.close()
         await queue.close()
         log.info("worker %s stopped after %d requests", worker.worker_id, worker.served)

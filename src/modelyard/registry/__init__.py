@@ -4,7 +4,7 @@ A request's ``model`` resolves ``name`` (alias ``production`` if set, else the l
 ``name@alias`` or ``name:version``.
 """
 
-from modelyard.registry.records import ModelInfo, ResolvedModel, VersionInfo, parse_ref, resolve_in
+from modelyard.registry.records import ModelInfo, Prices, ResolvedModel, VersionInfo, parse_ref, resolve_in
 from modelyard.registry.service import Registry
 
-__all__ = ["ModelInfo", "Registry", "ResolvedModel", "VersionInfo", "parse_ref", "resolve_in"]
+__all__ = ["ModelInfo", "Prices", "Registry", "ResolvedModel", "VersionInfo", "parse_ref", "resolve_in"]

@@ -20,13 +20,15 @@ from rich.console import Console
 from rich.table import Table
 
 from modelyard.errors import InvalidRequest, ModelNotFound, ModelyardError
-from modelyard.registry.records import ModelInfo, VersionInfo
+from modelyard.registry.records import ModelInfo, Prices, VersionInfo
 from modelyard.registry.service import Registry, version_fields
 from modelyard.store.db import default_database_url
 
 app = typer.Typer(no_args_is_help=True, help="Model registry: list, register, show, alias set.")
 alias_app = typer.Typer(no_args_is_help=True, help="Movable aliases (production, canary, ...).")
 app.add_typer(alias_app, name="alias")
+price_app = typer.Typer(no_args_is_help=True, help="Prices per 1000 tokens (cost and money budgets).")
+app.add_typer(price_app, name="price")
 
 DatabaseUrl = Annotated[
     str | None,
@@ -69,6 +71,12 @@ def _short(digest: str | None) -> str:
     return digest[:19] if digest else "-"
 
 
+def _price_text(prices: Prices | None) -> str:
+    if prices is None:
+        return "-"
+    return f"{prices.prompt_per_1k:g} / {prices.completion_per_1k:g}"
+
+
 def _versions_table(title: str, versions: tuple[VersionInfo, ...]) -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("version", "aliases", "arch", "context", "quant", "digest", "artifact"):
@@ -95,13 +103,19 @@ def list_models(database_url: DatabaseUrl = None, as_json: AsJson = False) -> No
         _print_json([asdict(m) for m in models])
         return
     table = Table(title="Registered models", title_justify="left")
-    for column in ("name", "versions", "latest", "aliases", "base", "description"):
+    for column in ("name", "versions", "latest", "aliases", "base", "price/1k in/out", "description"):
         table.add_column(column, overflow="fold")
     for m in models:
         aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())) or "-"
         latest = str(m.latest.version) if m.latest else "-"
         table.add_row(
-            m.name, str(len(m.versions)), latest, aliases, "yes" if m.is_base_model else "no", m.description
+            m.name,
+            str(len(m.versions)),
+            latest,
+            aliases,
+            "yes" if m.is_base_model else "no",
+            _price_text(m.prices),
+            m.description,
         )
     Console().print(table)
 
@@ -172,6 +186,7 @@ def show(
     console = Console()
     kind = "base model" if model.is_base_model else "model"
     console.print(f"[bold]{model.name}[/bold] ({kind}) {model.description}".rstrip(), highlight=False)
+    console.print(f"price per 1k tokens (prompt / completion): {_price_text(model.prices)}", highlight=False)
     console.print(_versions_table("Versions", model.versions))
 
 
@@ -196,6 +211,41 @@ def alias_delete(
 ) -> None:
     """Remove ALIAS from NAME."""
     _alias_change(database_url, as_json, name, alias, lambda r: r.delete_alias(name, alias))
+
+
+@price_app.command("set")
+def price_set(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    prompt_per_1k: Annotated[float, typer.Option("--prompt-per-1k", help="Price of 1000 prompt tokens.")],
+    completion_per_1k: Annotated[
+        float, typer.Option("--completion-per-1k", help="Price of 1000 completion tokens.")
+    ],
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Set NAME's prices; servers pick them up within registry_poll_s."""
+    with _open(database_url) as registry:
+        model = registry.set_prices(name, prompt_per_1k=prompt_per_1k, completion_per_1k=completion_per_1k)
+    _print_prices(model, as_json)
+
+
+@price_app.command("clear")
+def price_clear(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Remove NAME's prices (the tenancy.prices setting applies again)."""
+    with _open(database_url) as registry:
+        model = registry.clear_prices(name)
+    _print_prices(model, as_json)
+
+
+def _print_prices(model: ModelInfo, as_json: bool) -> None:
+    if as_json:
+        _print_json({"model": model.name, "prices": asdict(model.prices) if model.prices else None})
+        return
+    Console().print(f"{model.name}: price per 1k tokens {_price_text(model.prices)}", highlight=False)
 
 
 def _alias_change(

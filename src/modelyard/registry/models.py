@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -50,6 +51,9 @@ class ModelRow(Base):
     is_base_model: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
+    # Prices per 1000 tokens (both set or both NULL: then ``tenancy.prices`` applies).
+    prompt_per_1k: Mapped[float | None] = mapped_column(Float, nullable=True)
+    completion_per_1k: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     versions: Mapped[list[VersionRow]] = relationship(
         back_populates="model", order_by="VersionRow.version", cascade="all, delete-orphan"

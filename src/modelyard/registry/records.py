@@ -9,6 +9,7 @@ on its cache and get the same answers.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ MAX_URI_CHARS = 2048
 MAX_TOKENIZER_CHARS = 2048
 MAX_SERVING_PARAMS_BYTES = 16 * 1024
 MAX_CONTEXT_LENGTH = 10_000_000
+MAX_PRICE_PER_1K = 1_000_000.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,6 +54,19 @@ class VersionInfo:
 
 
 @dataclass(slots=True, frozen=True)
+class Prices:
+    """A model's prices per 1000 prompt and completion tokens (money units of the budgets)."""
+
+    prompt_per_1k: float
+    completion_per_1k: float
+
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
+        return (
+            prompt_tokens / 1000.0 * self.prompt_per_1k + completion_tokens / 1000.0 * self.completion_per_1k
+        )
+
+
+@dataclass(slots=True, frozen=True)
 class ModelInfo:
     """A registered model with all its versions (ascending) and its aliases (alias -> version)."""
 
@@ -62,6 +77,7 @@ class ModelInfo:
     created_at: datetime
     versions: tuple[VersionInfo, ...] = ()
     aliases: dict[str, int] = field(default_factory=dict)
+    prices: Prices | None = None
 
     @property
     def latest(self) -> VersionInfo | None:
@@ -197,6 +213,15 @@ def check_pattern(
     if not isinstance(value, str) or not pattern.match(value):
         raise InvalidRequest(f"invalid {param} {value!r}: {what}", param=param)
     return value
+
+
+def check_price(value: object, param: str) -> float:
+    """A finite price per 1000 tokens from 0 to :data:`MAX_PRICE_PER_1K`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidRequest(f"invalid {param} {value!r}: a finite number", param=param)
+    if not 0.0 <= value <= MAX_PRICE_PER_1K:
+        raise InvalidRequest(f"invalid {param} {value!r}: from 0 to {MAX_PRICE_PER_1K:g}", param=param)
+    return float(value)
 
 
 def check_context_length(value: object) -> int:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -31,12 +31,14 @@ from modelyard.registry.records import (
     PRODUCTION_ALIAS,
     QUANTIZATION_RE,
     ModelInfo,
+    Prices,
     ResolvedModel,
     VersionInfo,
     check_alias,
     check_context_length,
     check_name,
     check_pattern,
+    check_price,
     check_serving_params,
     check_text,
     check_version_number,
@@ -55,8 +57,9 @@ class Registry:
     duplicates.
     """
 
-    def __init__(self, database_url: str) -> None:
-        self._engine = create_db_engine(database_url)
+    def __init__(self, database_url: str, *, engine: Engine | None = None) -> None:
+        self._engine = engine or create_db_engine(database_url)
+        self._owns_engine = engine is None
         self._read = sessionmaker(self._engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(
             self._engine.execution_options(write=True), expire_on_commit=False
@@ -67,8 +70,9 @@ class Registry:
         migrate_engine(self._engine)
 
     def close(self) -> None:
-        """Release the database connections."""
-        self._engine.dispose()
+        """Release the database connections (unless the engine was handed in)."""
+        if self._owns_engine:
+            self._engine.dispose()
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -183,6 +187,28 @@ class Registry:
             session.delete(row)
             self._bump(session)
 
+    def set_prices(self, name: str, *, prompt_per_1k: float, completion_per_1k: float) -> ModelInfo:
+        """Set the prices of model ``name`` per 1000 prompt and completion tokens (finite, >= 0)."""
+        prompt = check_price(prompt_per_1k, "prompt_per_1k")
+        completion = check_price(completion_per_1k, "completion_per_1k")
+        with self._write() as session:
+            model = self._get(session, name)
+            if (model.prompt_per_1k, model.completion_per_1k) != (prompt, completion):
+                model.prompt_per_1k, model.completion_per_1k = prompt, completion
+                session.flush()
+                self._bump(session)
+            return _model_info(model)
+
+    def clear_prices(self, name: str) -> ModelInfo:
+        """Remove the prices of ``name`` (the ``tenancy.prices`` setting applies again)."""
+        with self._write() as session:
+            model = self._get(session, name)
+            if model.prompt_per_1k is not None or model.completion_per_1k is not None:
+                model.prompt_per_1k = model.completion_per_1k = None
+                session.flush()
+                self._bump(session)
+            return _model_info(model)
+
     # -- reads ------------------------------------------------------------------------------------
 
     def resolve(self, ref: str) -> ResolvedModel:
@@ -205,6 +231,16 @@ class Registry:
         with self._read() as session, session.begin():
             rows = session.scalars(_model_query().order_by(ModelRow.name)).all()
             return [_model_info(row) for row in rows]
+
+    def prices(self) -> dict[str, Prices]:
+        """Model name -> prices, for every model that has them (one query)."""
+        with self._read() as session:
+            rows = session.execute(
+                select(ModelRow.name, ModelRow.prompt_per_1k, ModelRow.completion_per_1k).where(
+                    ModelRow.prompt_per_1k.is_not(None), ModelRow.completion_per_1k.is_not(None)
+                )
+            ).all()
+        return {name: Prices(float(p or 0.0), float(c or 0.0)) for name, p, c in rows}
 
     def revision(self) -> int:
         """A counter bumped by every write that changes the registry; cheap to poll."""
@@ -331,6 +367,12 @@ def _version_info(model: str, row: VersionRow, aliases: tuple[str, ...]) -> Vers
     )
 
 
+def _prices(row: ModelRow) -> Prices | None:
+    if row.prompt_per_1k is None or row.completion_per_1k is None:
+        return None
+    return Prices(float(row.prompt_per_1k), float(row.completion_per_1k))
+
+
 def _model_info(row: ModelRow) -> ModelInfo:
     aliases = {a.alias: a.target.version for a in row.aliases}
     by_version: dict[int, list[str]] = {}
@@ -346,4 +388,5 @@ def _model_info(row: ModelRow) -> ModelInfo:
             _version_info(row.name, v, tuple(by_version.get(v.version, ()))) for v in row.versions
         ),
         aliases=aliases,
+        prices=_prices(row),
     )

@@ -5,13 +5,16 @@ A tenant's ``budget`` is ``{"tokens": int, "cost": float}`` (either or both) per
 Admission reserves ``prompt upper bound + max_tokens * n`` tokens (and their price) in the same atomic
 step as the rate limits; settlement adds ``actual - reserved`` (never positive), so concurrent
 requests together can never pass the budget. A counter starts from what the usage ledger already
-holds for the period (so a restart or a fresh Redis does not reset spend).
+holds for the period (so a restart or a fresh Redis does not reset spend). Prices come from the
+registry (``modelyard models price set``), else the ``tenancy.prices`` setting; a private adapter
+is priced as its base model.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from modelyard.registry.records import Prices
 from modelyard.tenancy.limits import Rule
 
 
@@ -27,13 +30,10 @@ def period_ttl_s(period: str) -> int:
     return int(timedelta(days=2 if period == "day" else 32).total_seconds())
 
 
-def cost_of(prices: dict[str, dict[str, float]], model: str, prompt: float, completion: float) -> float:
-    p = prices.get(model)
-    if not p:
-        return 0.0
-    return prompt / 1000.0 * p.get("prompt_per_1k", 0.0) + completion / 1000.0 * p.get(
-        "completion_per_1k", 0.0
-    )
+def cost_of(price: Prices | None, prompt: float, completion: float) -> float:
+    """What ``prompt`` + ``completion`` tokens cost at ``price`` (the :class:`PriceBook`'s answer for
+    the model: registry first, then ``tenancy.prices``); no price costs 0."""
+    return price.cost(prompt, completion) if price is not None else 0.0
 
 
 def budget_rules(

@@ -9,6 +9,7 @@ audit log. ``modelyard keys create --admin`` on a fresh install makes the first 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -200,6 +201,52 @@ def adapters_add(
         )
 
 
+@adapters_app.command("register")
+def adapters_register(
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="Owning tenant.")],
+    base: Annotated[str, typer.Option("--base", help="Base model the adapter is for.")],
+    name: Annotated[str, typer.Option("--name", help="Adapter name: clients call `BASE:NAME`.")],
+    from_registry: Annotated[
+        str | None,
+        typer.Option("--from-registry", help="A registry version NAME:VERSION holding a PEFT LoRA folder."),
+    ] = None,
+    path: Annotated[
+        Path | None, typer.Option("--path", help="A PEFT folder on this machine instead.")
+    ] = None,
+    config: Config = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Register TENANT's adapter BASE:NAME from a registry artifact (copied and checked against the
+    registry's digest) or from a folder (--path)."""
+    from modelyard.http.admin.adapters import check_adapter_dir, stored_adapter_dir
+    from modelyard.registry.adapters import copy_registry_adapter
+    from modelyard.registry.service import Registry
+    from modelyard.settings import load_settings
+    from modelyard.tenancy.store import check_id
+
+    if (from_registry is None) == (path is None):
+        raise typer.BadParameter("give exactly one of --from-registry and --path")
+    with _store(config, database_url) as s:
+        check_id("name", name)
+        if path is not None:
+            check_adapter_dir(path.expanduser())
+            _print(
+                s.create_adapter(tenant, base, name, str(path.expanduser().resolve()), actor=ACTOR).to_dict()
+            )
+            return
+        settings = load_settings(config, {"database_url": database_url})
+        s.get_tenant(tenant)  # 404 before copying anything
+        dest = stored_adapter_dir(settings, tenant, base, name)
+        registry = Registry("", engine=s.engine)
+        copy_registry_adapter(registry, from_registry or "", base, dest)
+        try:
+            info = s.create_adapter(tenant, base, name, str(dest), actor=ACTOR)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        _print(info.to_dict())
+
+
 @adapters_app.command("list")
 def adapters_list(
     tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
@@ -214,9 +261,17 @@ def adapters_list(
 def adapters_remove(
     tenant: str, model_name: str, config: Config = None, database_url: DatabaseUrl = None
 ) -> None:
+    """Delete TENANT's adapter BASE:NAME (Redis-queue workers unload it on their next heartbeat)."""
+    import anyio
+
+    from modelyard.http.admin.adapters import forget_adapter
+    from modelyard.settings import load_settings
+
     base, name = model_name.rsplit(":", 1)
     with _store(config, database_url) as s:
-        _print(s.delete_adapter(tenant, base, name, actor=ACTOR).to_dict())
+        info = s.delete_adapter(tenant, base, name, actor=ACTOR)
+        anyio.run(forget_adapter, load_settings(config, {"database_url": database_url}), info)
+        _print(info.to_dict())
 
 
 @usage_app.command("summary")

@@ -8,6 +8,7 @@ enqueues the usage record).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -18,6 +19,9 @@ from typing import Any
 import anyio
 
 from modelyard.errors import ModelNotFound, OverCapacity, RateLimited
+from modelyard.registry.prices import PriceBook
+from modelyard.registry.records import Prices
+from modelyard.registry.service import Registry
 from modelyard.settings import AuthMode, Settings
 from modelyard.tenancy.admission import completion_upper_bound, prompt_upper_bound, rate_rules
 from modelyard.tenancy.budgets import budget_rules, cost_of, period_start
@@ -62,6 +66,7 @@ class Ticket:
     conc_rules: list[int]
     reserved_tokens: int
     reserved_cost: float
+    price: Prices | None = None  # the model's price at admission; settlement charges the same
     started: float = field(default_factory=time.monotonic)
     first_byte: float | None = None
     adapter: AdapterInfo | None = None
@@ -81,12 +86,21 @@ def split_ref(ref: str) -> tuple[str, str | None, str | None]:
 
 
 class Tenancy:
-    def __init__(self, settings: Settings, store: TenancyStore, limits: LimitStore, meter: Meter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: TenancyStore,
+        limits: LimitStore,
+        meter: Meter,
+        prices: PriceBook | None = None,
+    ) -> None:
         self.settings = settings
         self.cfg = settings.tenancy
         self.store = store
         self.limits = limits
         self.meter = meter
+        self.prices = prices or PriceBook(Registry("", engine=store.engine), self.cfg.prices)
+        self._price_poll: asyncio.Task[None] | None = None
         self._auth_seen = False
         self._auth_checked_at = -AUTO_RECHECK_S
         self._seeded: set[str] = set()
@@ -137,7 +151,8 @@ class Tenancy:
     ) -> Ticket:
         prompt_ub = prompt_upper_bound(parsed)
         tokens = prompt_ub + completion_upper_bound(parsed, self.settings.limits.default_max_tokens)
-        cost = cost_of(self.cfg.prices, model, prompt_ub, tokens - prompt_ub)
+        price = self.prices.price(split_ref(model)[0])  # in memory: no query per request
+        cost = cost_of(price, prompt_ub, tokens - prompt_ub)
         rules: list[Rule] = []
         if principal.tenant_id is not None:
             rules += rate_rules(f"tenant:{principal.tenant_id}", principal.tenant_limits, model, tokens)
@@ -162,6 +177,7 @@ class Tenancy:
             [i for i, r in enumerate(rules) if r.key.endswith(":conc")],
             tokens,
             cost,
+            price,
         )
         if not rules:
             return ticket
@@ -250,7 +266,7 @@ class Tenancy:
         if not usage and status == "disconnected":
             completion = streamed_chunks
         cached = int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
-        cost = cost_of(self.cfg.prices, ticket.model, prompt, completion)
+        cost = cost_of(ticket.price, prompt, completion)
         if ticket.rules:
             deltas = [0.0] * len(ticket.rules)
             for i in ticket.token_rules:
@@ -288,7 +304,14 @@ class Tenancy:
             )
         )
 
+    def start_price_refresh(self, interval_s: float) -> None:
+        """Load the registry prices now and pick up changes every ``interval_s`` (``registry_poll_s``)."""
+        self._price_poll = asyncio.create_task(self.prices.poll(interval_s), name="price-refresh")
+
     async def close(self) -> None:
+        if self._price_poll is not None:
+            self._price_poll.cancel()
+            await asyncio.gather(self._price_poll, return_exceptions=True)
         await self.meter.close()
         await self.limits.close()
         self.store.close()
@@ -304,4 +327,7 @@ async def start_tenancy(settings: Settings) -> Tenancy:
     )
     meter = Meter(store, buffer=cfg.metering_buffer, batch=cfg.metering_batch, flush_s=cfg.metering_flush_s)
     meter.start()
-    return Tenancy(settings, store, limits, meter)
+    tenancy = Tenancy(settings, store, limits, meter)
+    await anyio.to_thread.run_sync(tenancy.prices.refresh)
+    tenancy.start_price_refresh(settings.registry_poll_s)
+    return tenancy

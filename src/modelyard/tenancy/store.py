@@ -103,8 +103,18 @@ class TenancyStore:
         self._read = sessionmaker(self._engine, expire_on_commit=False)
         self._write = sessionmaker(self._engine.execution_options(write=True), expire_on_commit=False)
 
+    @property
+    def engine(self) -> Engine:
+        """The database engine (the registry's price book shares it)."""
+        return self._engine
+
     def migrate(self) -> None:
         migrate_engine(self._engine)
+
+    def audit(self, actor: str, action: str, target: str, **detail: Any) -> None:
+        """Record an admin change made outside this store (e.g. registry prices) in the audit log."""
+        with self._write.begin() as s:
+            self._audit(s, actor, action, target, **detail)
 
     def close(self) -> None:
         if self._owns_engine:

@@ -9,10 +9,12 @@ request at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,21 @@ import anyio
 import orjson
 
 from modelyard.engine.request import GenerateRequest, RequestOutput, SamplingParams, TokenLogprob, Usage
-from modelyard.errors import ContextLengthExceeded, InvalidRequest, OverCapacity
+from modelyard.errors import (
+    AdapterNotFound,
+    Conflict,
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    OverCapacity,
+)
 from modelyard.gateway.backends.base import BackendRequest, Endpoint
 from modelyard.protocol.openai import ChatCompletionRequest, CompletionRequest
 from modelyard.settings import LocalModelSettings, Settings
 
 _QUANT_IN_NAME = re.compile(r"[.\-_](q\d[a-z0-9_]*|f16|bf16|f32)\.gguf$", re.IGNORECASE)
+log = logging.getLogger("modelyard.gateway")
+_UNLOAD_TRIES = 250  # x 20 ms: the engine drops an aborted request between two steps
 
 
 class LocalBackend:
@@ -45,6 +56,9 @@ class LocalBackend:
         self.source_path: str | None = None
         self.digest: str | None = None
         self._lora_locks: dict[str, asyncio.Lock] = {}
+        self._lora_users: dict[str, int] = {}  # engine adapter id -> requests of this backend using it
+        self._retired: set[str] = set()  # deleted adapters: refused, unloaded once unused
+        self._unloads: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def _load(self) -> Any:
@@ -170,8 +184,76 @@ class LocalBackend:
             if adapter.engine_name not in self._engine.lora_names():
                 await self._engine.load_lora(adapter.engine_name, adapter.path)
 
+    async def _acquire_lora(self, request: BackendRequest) -> str | None:
+        """Count the request as a user of its adapter (refusing a deleted one) and load it if needed."""
+        adapter = request.lora
+        if adapter is None:
+            return None
+        name: str = adapter.engine_name
+        if name in self._retired:
+            raise ModelNotFound(
+                f"The model `{adapter.model_name}` does not exist or you do not have access to it.",
+                param="model",
+            )
+        self._lora_users[name] = self._lora_users.get(name, 0) + 1
+        try:
+            await self._ensure_lora(request)
+        except BaseException:
+            self._release_lora(name)
+            raise
+        return name
+
+    def _release_lora(self, name: str | None) -> None:
+        if name is None:
+            return
+        left = self._lora_users.get(name, 1) - 1
+        if left > 0:
+            self._lora_users[name] = left
+            return
+        self._lora_users.pop(name, None)
+        if name in self._retired:
+            self._schedule_unload(name)
+
+    async def retire_adapter(self, engine_name: str) -> None:
+        """A deleted adapter: refuse new requests for it at once and unload it from the engine (freeing
+        its slot and weights) as soon as the requests already using it have finished; they finish
+        normally with the adapter's weights."""
+        self._retired.add(engine_name)
+        self._lora_locks.pop(engine_name, None)
+        if not self._lora_users.get(engine_name):
+            await self._unload(engine_name)
+
+    def loaded_adapters(self) -> list[str]:
+        """Engine ids of the adapters loaded now."""
+        return self._engine.lora_names() if self._engine is not None else []
+
+    def _schedule_unload(self, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._unload(name))
+        self._unloads.add(task)
+        task.add_done_callback(self._unloads.discard)
+
+    async def _unload(self, name: str) -> None:
+        for _ in range(_UNLOAD_TRIES):
+            engine = self._engine
+            if engine is None or name not in engine.lora_names() or self._lora_users.get(name):
+                return
+            try:
+                await engine.unload_lora(name)
+                return
+            except AdapterNotFound:  # unloaded meanwhile
+                return
+            except Conflict:  # an aborted request of ours is still queued in the engine for a step
+                await asyncio.sleep(0.02)
+        log.warning("deleted adapter %s is still in use by the engine; it stays loaded for now", name)
+
     async def complete(self, request: BackendRequest) -> bytes:
-        await self._ensure_lora(request)
+        lora = await self._acquire_lora(request)
+        try:
+            return await self._complete(request)
+        finally:
+            self._release_lora(lora)
+
+    async def _complete(self, request: BackendRequest) -> bytes:
         gen_req, _ = self._generate_request(request)
         chat = request.endpoint is Endpoint.CHAT
         n = gen_req.params.n
@@ -211,7 +293,16 @@ class LocalBackend:
         return orjson.dumps(_envelope(request, chat, False, choices, _usage(usage)))
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[bytes]:
-        await self._ensure_lora(request)
+        lora = await self._acquire_lora(request)
+        try:
+            # aclosing: closing this stream closes the engine stream at once (which aborts the request).
+            async with contextlib.aclosing(self._stream(request)) as payloads:
+                async for payload in payloads:
+                    yield payload
+        finally:
+            self._release_lora(lora)
+
+    async def _stream(self, request: BackendRequest) -> AsyncGenerator[bytes, None]:
         gen_req, _ = self._generate_request(request)
         chat = request.endpoint is Endpoint.CHAT
         parsed = request.parsed

@@ -21,11 +21,13 @@ from modelyard.protocol.admin import (
     CreateVersionRequest,
     DeletedModelAlias,
     ModelAlias,
+    ModelPrices,
     ModelVersion,
     RegisteredModel,
     RegisteredModelList,
     RegisterModelRequest,
     SetAliasRequest,
+    SetPricesRequest,
 )
 from modelyard.registry import ModelInfo, Registry, VersionInfo
 
@@ -70,6 +72,11 @@ def _model(info: ModelInfo) -> RegisteredModel:
         created_at=info.created_at,
         aliases=info.aliases,
         versions=[_version(v) for v in info.versions],
+        prices=ModelPrices(
+            prompt_per_1k=info.prices.prompt_per_1k, completion_per_1k=info.prices.completion_per_1k
+        )
+        if info.prices is not None
+        else None,
     )
 
 
@@ -152,3 +159,39 @@ async def delete_alias(name: str, alias: str, request: Request) -> DeletedModelA
     """Remove an alias (404 if it is not set)."""
     await run_in_threadpool(_registry(request).delete_alias, name, alias)
     return DeletedModelAlias(model=name, alias=alias)
+
+
+@router.put("/{name}/prices", response_model=RegisteredModel, openapi_extra=_documents(SetPricesRequest))
+async def set_prices(name: str, request: Request) -> RegisteredModel:
+    """Set the model's prices per 1000 prompt / completion tokens (cost and money budgets).
+
+    Every gateway picks the change up within ``registry_poll_s``; this one at once."""
+    body = await _body(request, SetPricesRequest)
+    info = await run_in_threadpool(
+        _registry(request).set_prices,
+        name,
+        prompt_per_1k=body.prompt_per_1k,
+        completion_per_1k=body.completion_per_1k,
+    )
+    await _prices_changed(request, name, body.model_dump())
+    return _model(info)
+
+
+@router.delete("/{name}/prices", response_model=RegisteredModel)
+async def clear_prices(name: str, request: Request) -> RegisteredModel:
+    """Remove the model's prices (the ``tenancy.prices`` setting applies again)."""
+    info = await run_in_threadpool(_registry(request).clear_prices, name)
+    await _prices_changed(request, name, None)
+    return _model(info)
+
+
+async def _prices_changed(request: Request, name: str, prices: dict[str, Any] | None) -> None:
+    """Audit the change (with tenancy on) and refresh this process's price book now."""
+    tenancy = getattr(request.state, "tenancy", None)
+    if tenancy is None:
+        return
+    principal = getattr(request.state, "principal", None)
+    actor = principal.actor if principal is not None else "anonymous"
+    action = "model.prices.set" if prices is not None else "model.prices.clear"
+    await run_in_threadpool(lambda: tenancy.store.audit(actor, action, name, prices=prices))
+    await run_in_threadpool(tenancy.prices.refresh)
