@@ -32,6 +32,13 @@ from modelyard.tenancy.limits import (
     ceil_s,
 )
 from modelyard.tenancy.metering import Meter
+from modelyard.tenancy.principal_cache import (
+    EpochSource,
+    PrincipalCache,
+    RedisEpoch,
+    RedisEpochBump,
+    StoreEpoch,
+)
 from modelyard.tenancy.records import AdapterInfo, Principal, Usage
 from modelyard.tenancy.store import TenancyStore
 
@@ -81,12 +88,25 @@ def split_ref(ref: str) -> tuple[str, str | None, str | None]:
 
 
 class Tenancy:
-    def __init__(self, settings: Settings, store: TenancyStore, limits: LimitStore, meter: Meter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: TenancyStore,
+        limits: LimitStore,
+        meter: Meter,
+        epoch: EpochSource | None = None,
+    ) -> None:
         self.settings = settings
         self.cfg = settings.tenancy
         self.store = store
         self.limits = limits
         self.meter = meter
+        self.epoch = epoch
+        self.auth_cache = (
+            PrincipalCache(self.cfg.auth_cache_size, self.cfg.auth_cache_ttl_s)
+            if epoch is not None and self.cfg.auth_cache_size > 0 and self.cfg.auth_cache_ttl_s > 0
+            else None
+        )
         self._auth_seen = False
         self._auth_checked_at = -AUTO_RECHECK_S
         self._seeded: set[str] = set()
@@ -108,9 +128,21 @@ class Tenancy:
         return not self._auth_seen
 
     async def authenticate(self, token: str) -> Principal:
+        """The caller behind ``token``: from the principal cache while the auth epoch it was filed under
+        is current (see ``principal_cache``), else from the store."""
+        digest = self.store.digest(token)
+        cache, epoch = self.auth_cache, None
+        if cache is not None and self.epoch is not None:
+            epoch = await self.epoch.read()  # before the store query: a change in between is seen next time
+            if epoch is not None and (hit := cache.get(digest, epoch)) is not None:
+                return hit
         if self.store.inline_reads:
-            return self.store.authenticate(token)
-        return await anyio.to_thread.run_sync(self.store.authenticate, token)
+            principal, expires_at = self.store.verify(digest)
+        else:
+            principal, expires_at = await anyio.to_thread.run_sync(self.store.verify, digest)
+        if cache is not None and epoch is not None:
+            cache.put(digest, epoch, principal, expires_at)
+        return principal
 
     # ---- admission ------------------------------------------------------------------------------
     async def check_model(self, principal: Principal, ref: str) -> tuple[str, AdapterInfo | None, str | None]:
@@ -291,17 +323,33 @@ class Tenancy:
     async def close(self) -> None:
         await self.meter.close()
         await self.limits.close()
+        if self.epoch is not None:
+            await self.epoch.close()
         self.store.close()
 
 
 async def start_tenancy(settings: Settings) -> Tenancy:
     cfg = settings.tenancy
     secret = load_server_secret(cfg.secret, settings.resolved_data_dir)
-    store = TenancyStore(settings.resolved_database_url, secret)
+    store = open_store(settings, secret)
     await anyio.to_thread.run_sync(store.migrate)
     limits: LimitStore = (
         RedisLimitStore(cfg.redis_url, cfg.redis_prefix) if cfg.redis_url else MemoryLimitStore()
     )
+    epoch: EpochSource | None = None
+    if cfg.redis_url:
+        epoch = RedisEpoch(cfg.redis_url, cfg.redis_prefix)
+    elif store.inline_reads:  # SQLite: the newest audit id is a safe epoch (see principal_cache)
+        epoch = StoreEpoch(store.auth_epoch)
     meter = Meter(store, buffer=cfg.metering_buffer, batch=cfg.metering_batch, flush_s=cfg.metering_flush_s)
     meter.start()
-    return Tenancy(settings, store, limits, meter)
+    return Tenancy(settings, store, limits, meter, epoch)
+
+
+def open_store(settings: Settings, secret: bytes) -> TenancyStore:
+    """The tenancy store of ``settings``; with ``tenancy.redis_url`` every audited change bumps the auth
+    epoch there (gateways and the CLI alike), so cached principals of every process are dropped."""
+    store = TenancyStore(settings.resolved_database_url, secret)
+    if settings.tenancy.redis_url:
+        store.on_change.append(RedisEpochBump(settings.tenancy.redis_url, settings.tenancy.redis_prefix))
+    return store
