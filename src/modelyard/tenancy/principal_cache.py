@@ -27,9 +27,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from modelyard.tenancy.records import Principal
 
@@ -118,12 +119,18 @@ class RedisEpochBump:
 
 
 class StoreEpoch:
-    """The newest audit-log id, read inline (SQLite only: ids grow in commit order there)."""
+    """The newest audit-log id, read inline (SQLite only: ids grow in commit order there).
 
-    def __init__(self, read: Any) -> None:
-        self._read_fn = read
+    ``make_reader`` (``TenancyStore.epoch_reader``) is called on the first read, so the reader's
+    connection belongs to the event loop's thread."""
+
+    def __init__(self, make_reader: Callable[[], Callable[[], int]]) -> None:
+        self._make_reader = make_reader
+        self._read_fn: Callable[[], int] | None = None
 
     async def read(self) -> str | None:
+        if self._read_fn is None:
+            self._read_fn = self._make_reader()
         return str(self._read_fn())
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -111,6 +112,8 @@ class Tenancy:
         self._auth_checked_at = -AUTO_RECHECK_S
         self._seeded: set[str] = set()
         self.redis_errors = 0
+        # Called with every usage record as it is metered (OpenTelemetry metrics); must not raise.
+        self.usage_listeners: list[Callable[[Usage], None]] = []
 
     # ---- authentication -------------------------------------------------------------------------
     async def anonymous_allowed(self) -> bool:
@@ -300,25 +303,26 @@ class Tenancy:
         end = time.monotonic()
         first = ticket.first_byte or end
         p = ticket.principal
-        await self.meter.record(
-            Usage(
-                id=uuid.uuid4().hex,
-                request_id=ticket.request_id,
-                tenant_id=p.tenant_id,
-                key_id=p.key_id,
-                model=ticket.model,
-                endpoint=ticket.endpoint,
-                status=status,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cached_tokens=cached,
-                queue_ms=(first - ticket.started) * 1000.0,
-                engine_ms=(end - ticket.started) * 1000.0,
-                cost=cost,
-                version=ticket.version,
-                adapter=ticket.adapter.name if ticket.adapter else None,
-            )
+        record = Usage(
+            id=uuid.uuid4().hex,
+            request_id=ticket.request_id,
+            tenant_id=p.tenant_id,
+            key_id=p.key_id,
+            model=ticket.model,
+            endpoint=ticket.endpoint,
+            status=status,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=cached,
+            queue_ms=(first - ticket.started) * 1000.0,
+            engine_ms=(end - ticket.started) * 1000.0,
+            cost=cost,
+            version=ticket.version,
+            adapter=ticket.adapter.name if ticket.adapter else None,
         )
+        for listener in self.usage_listeners:
+            listener(record)
+        await self.meter.record(record)
 
     async def close(self) -> None:
         await self.meter.close()
@@ -340,7 +344,7 @@ async def start_tenancy(settings: Settings) -> Tenancy:
     if cfg.redis_url:
         epoch = RedisEpoch(cfg.redis_url, cfg.redis_prefix)
     elif store.inline_reads:  # SQLite: the newest audit id is a safe epoch (see principal_cache)
-        epoch = StoreEpoch(store.auth_epoch)
+        epoch = StoreEpoch(store.epoch_reader)
     meter = Meter(store, buffer=cfg.metering_buffer, batch=cfg.metering_batch, flush_s=cfg.metering_flush_s)
     meter.start()
     return Tenancy(settings, store, limits, meter, epoch)
