@@ -37,7 +37,12 @@ FAILURE_CAUSES = frozenset(
 )
 REJECTION_CAUSES = {"rate_limit": "rate_limit", "budget": "budget", "guardrail": "guardrail"}
 # GenAI semantic-convention ``gen_ai.operation.name`` of each OpenAI endpoint.
-OPERATIONS = {"chat/completions": "chat", "completions": "text_completion", "embeddings": "embeddings"}
+OPERATIONS = {
+    "chat/completions": "chat",
+    "chat/completions/ws": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+}
 
 
 def operation_name(endpoint: str) -> str:

@@ -287,7 +287,8 @@ class TenancyStore:
         cursor = self._epoch_conn.cursor()
 
         def read() -> int:
-            return int(cursor.execute(_EPOCH_SQL).fetchone()[0])
+            # fetchall runs the statement to its end, so no read snapshot stays open between requests
+            return int(cursor.execute(_EPOCH_SQL).fetchall()[0][0])
 
         return read
 
