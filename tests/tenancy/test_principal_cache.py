@@ -13,7 +13,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from modelyard.errors import AuthenticationError
+from modelyard.errors import AuthenticationError, OverCapacity
 from modelyard.settings import Settings
 from modelyard.tenancy.principal_cache import EPOCH_KEY, PrincipalCache, RedisEpoch, RedisEpochBump
 from modelyard.tenancy.records import Principal
@@ -146,9 +146,10 @@ def test_failed_bump_fails_the_change_loudly(tmp_path: Path, caplog: pytest.LogC
     store = TenancyStore(f"sqlite:///{tmp_path / 'db.sqlite'}", SECRET.encode())
     store.migrate()
     store.on_change.append(RedisEpochBump("redis://127.0.0.1:1/0", "x:", timeout_s=0.2))
-    with caplog.at_level(logging.ERROR), pytest.raises(redis.ConnectionError):
+    with caplog.at_level(logging.ERROR), pytest.raises(OverCapacity) as err:
         store.create_tenant("acme", actor="test")
-    assert "could not bump the auth epoch" in caplog.text
+    assert err.value.code == "auth_epoch_unavailable" and "could not be bumped" in caplog.text
+    assert store.get_tenant("acme").id == "acme"  # the change itself is committed
     store.close()
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from modelyard.errors import OverCapacity
 from modelyard.tenancy.records import Principal
 
 log = logging.getLogger("modelyard.tenancy")
@@ -106,12 +107,13 @@ class RedisEpochBump:
                 return
             except Exception as exc:
                 if attempt == BUMP_ATTEMPTS:
-                    log.error(
-                        "could not bump the auth epoch in Redis (%s): gateways may use cached keys and "
-                        "tenants for up to tenancy.auth_cache_ttl_s",
-                        exc,
+                    msg = (
+                        f"The change was saved, but the auth epoch could not be bumped in Redis ({exc}): "
+                        "gateways may use cached keys and tenants for up to tenancy.auth_cache_ttl_s "
+                        "seconds. Check Redis, then repeat the change to bump it."
                     )
-                    raise
+                    log.error("%s", msg)
+                    raise OverCapacity(msg, code="auth_epoch_unavailable") from exc
                 time.sleep(0.05 * attempt)
 
     def close(self) -> None:

@@ -252,6 +252,7 @@ class TenancyStore:
             if row.revoked_at is None:
                 row.revoked_at = now()
                 self._audit(s, actor, "key.revoke", key_id, tenant=row.tenant_id)
+            s.info["audited"] = True  # a repeated revoke bumps the auth epoch again (if a bump failed)
             s.flush()
             return _key(row)
 
