@@ -41,6 +41,22 @@ HERE = Path(__file__).resolve().parent
 SECRET = secrets.token_urlsafe(48)
 
 
+BENCH_PREFIX = "modelyard-bench:"
+
+
+def _drop_keys(url: str, prefix: str) -> None:
+    """Delete this run's Redis keys (counters expire, the auth epoch does not)."""
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 MODES = ("off", "meter", "auth", "auth+cache", "full", "full+cache")
 
 
@@ -93,7 +109,7 @@ def _tenancy_cfg(mode: str, redis: str | None) -> dict[str, Any]:
     if not mode.endswith("+cache"):
         cfg["auth_cache_size"] = 0
     if redis:
-        cfg |= {"redis_url": redis, "redis_prefix": f"modelyard-bench:{secrets.token_hex(4)}:"}
+        cfg |= {"redis_url": redis, "redis_prefix": f"{BENCH_PREFIX}{secrets.token_hex(4)}:"}
     return cfg
 
 
@@ -115,11 +131,15 @@ async def run(
     modes = ["off", *(m for m in modes if m != "off")]
     samples: dict[tuple[str, bool, int], list[dict[str, float]]] = {}
     procs: list[subprocess.Popen[bytes]] = []
+    prefixes: list[str] = []
     try:
         await _wait(f"http://127.0.0.1:{mock_port}/stats")
         targets: dict[str, tuple[str, str | None]] = {}
         for mode in modes:
-            proc, port, cfg = _serve(tmp, mock_port, _tenancy_cfg(mode, redis), database_url)
+            tenancy = _tenancy_cfg(mode, redis)
+            if "redis_prefix" in tenancy:
+                prefixes.append(tenancy["redis_prefix"])
+            proc, port, cfg = _serve(tmp, mock_port, tenancy, database_url)
             procs.append(proc)
             await _wait(f"http://127.0.0.1:{port}/ready")
             key = None
@@ -138,6 +158,8 @@ async def run(
             proc.wait(timeout=30)
         mock.terminate()
         mock.wait(timeout=20)
+        for prefix in prefixes:
+            _drop_keys(str(redis), prefix)
     med = {
         k: {f: statistics.median(x[f] for x in v) for f in ("rps", "p50", "p99")} for k, v in samples.items()
     }
@@ -173,7 +195,7 @@ async def micro(database_url: str | None, redis: str | None, n: int) -> list[dic
     tmp = Path(tempfile.mkdtemp(prefix="modelyard-bench-micro-"))
     tenancy: dict[str, Any] = {"secret": SECRET}
     if redis:
-        tenancy |= {"redis_url": redis, "redis_prefix": f"modelyard-bench:{secrets.token_hex(4)}:"}
+        tenancy |= {"redis_url": redis, "redis_prefix": f"{BENCH_PREFIX}{secrets.token_hex(4)}:"}
     settings = Settings(
         data_dir=tmp,
         local_models=[],
@@ -230,6 +252,8 @@ async def micro(database_url: str | None, redis: str | None, n: int) -> list[dic
                 times[name].append((time.perf_counter() - t0) * 1e6)
     finally:
         await t.close()
+        if redis:
+            _drop_keys(redis, tenancy["redis_prefix"])
     rows = []
     for name, ts in times.items():
         ts.sort()
