@@ -187,6 +187,20 @@ class TenancySettings(_Section):
     )
     metering_batch: int = Field(default=500, ge=1, description="Most usage records in one insert.")
     metering_flush_s: float = Field(default=0.5, gt=0, description="Longest a usage record waits to be written.")
+    auth_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        description="Verified API keys each gateway process caches (LRU, by key digest; 0: no cache). An "
+        "entry is used only while the auth epoch it was cached under is current, so every audited tenancy "
+        "change is seen by the next request. Cached with `redis_url`, or on SQLite; not on PostgreSQL "
+        "without Redis.",
+    )
+    auth_cache_ttl_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Longest a cached key is used (0: no cache); bounds staleness only if an epoch bump "
+        "could not reach Redis (that change then fails loudly).",
+    )
 
 
 class QueueBackendKind(StrEnum):

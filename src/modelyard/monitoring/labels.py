@@ -36,6 +36,25 @@ FAILURE_CAUSES = frozenset(
     }
 )
 REJECTION_CAUSES = {"rate_limit": "rate_limit", "budget": "budget", "guardrail": "guardrail"}
+# GenAI semantic-convention ``gen_ai.operation.name`` of each OpenAI endpoint.
+OPERATIONS = {
+    "chat/completions": "chat",
+    "chat/completions/ws": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+}
+
+
+def operation_name(endpoint: str) -> str:
+    return OPERATIONS.get(str(endpoint), str(endpoint))
+
+
+def tenant_of(tenant_id: str | None, key_id: str | None, *, anonymous: bool | None = None) -> str:
+    """The tenant label of a caller: its tenant id, ``system`` for a system key, else ``anonymous``."""
+    if tenant_id is not None:
+        return str(tenant_id)
+    is_anonymous = key_id is None if anonymous is None else anonymous
+    return ANONYMOUS if is_anonymous else SYSTEM
 
 
 def tenant_label(state: Mapping[str, Any] | Any) -> str:
@@ -51,10 +70,9 @@ def tenant_label(state: Mapping[str, Any] | Any) -> str:
 
     principal = get("principal")
     if principal is not None:
-        tenant_id = getattr(principal, "tenant_id", None)
-        if tenant_id is not None:
-            return str(tenant_id)
-        return ANONYMOUS if getattr(principal, "anonymous", True) else SYSTEM
+        return tenant_of(
+            getattr(principal, "tenant_id", None), None, anonymous=getattr(principal, "anonymous", True)
+        )
     tenant = get("tenant")
     if tenant is None:
         return ANONYMOUS

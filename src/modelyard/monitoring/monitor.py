@@ -18,6 +18,7 @@ from opentelemetry.trace import Tracer
 from modelyard.monitoring.labels import UNKNOWN_MODEL, tenant_label
 from modelyard.monitoring.metrics import EngineCollector, Metrics
 from modelyard.monitoring.observer import NULL_OBSERVER, NullObserver, Observation
+from modelyard.monitoring.otel_metrics import OtelMetrics, build_meter_provider
 from modelyard.monitoring.tracing import build_tracer_provider, extract
 from modelyard.settings import Settings
 
@@ -43,6 +44,7 @@ class Monitor:
         self.provider: TracerProvider | None = None
         self.tracer: Tracer | None = None
         self.writer: RequestLogWriter | None = None
+        self.otel: OtelMetrics | None = None
         self._engine_backed: dict[str, bool] = {}
         self._db: Any = None
 
@@ -54,6 +56,9 @@ class Monitor:
         self.provider = build_tracer_provider(self.tracing)
         if self.provider is not None:
             self.tracer = self.provider.get_tracer("modelyard")
+        meter_provider = build_meter_provider()
+        if meter_provider is not None:
+            self.use_otel_metrics(OtelMetrics(meter_provider, self.usage_model_label))
         rl = self.settings.monitoring.request_log
         if rl.enabled:
             from modelyard.monitoring.requestlog.writer import RequestLogWriter
@@ -68,9 +73,19 @@ class Monitor:
             )
             self.writer.start()
 
+    def use_otel_metrics(self, otel: OtelMetrics) -> None:
+        """Record OpenTelemetry metrics into ``otel``: finished requests from the observer, usage
+        records from tenancy settlement (when the gateway meters)."""
+        self.otel = otel
+        tenancy = getattr(self.gateway, "tenancy", None)
+        if tenancy is not None:
+            tenancy.usage_listeners.append(otel.record_usage)
+
     async def stop(self) -> None:
         if self.writer is not None:
             await self.writer.stop()
+        if self.otel is not None:
+            self.otel.shutdown()
         if self.provider is not None:
             self.provider.shutdown()
         if self._db is not None:
@@ -114,6 +129,11 @@ class Monitor:
     def model_label(self, ref: str) -> str:
         """``ref`` if it is a served model name, else ``unknown`` (no raw user strings as labels)."""
         return ref if self.gateway.router.has_model(ref) else UNKNOWN_MODEL
+
+    def usage_model_label(self, ref: str) -> str:
+        """:meth:`model_label` of a metered model reference (``name:3`` counts under ``name``)."""
+        label = self.model_label(ref)
+        return label if label != UNKNOWN_MODEL or ":" not in ref else self.model_label(ref.split(":", 1)[0])
 
     def is_engine(self, backend: Backend) -> bool:
         """True for a deployment on the built-in engine (its stats carry the engine counters)."""

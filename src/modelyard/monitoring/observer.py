@@ -22,7 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
-from modelyard.monitoring.labels import DISCONNECT_STATUS, failure_cause, rejection_reason
+from modelyard.monitoring.labels import DISCONNECT_STATUS, failure_cause, operation_name, rejection_reason
 from modelyard.monitoring.metrics import Outcome
 from modelyard.monitoring.spans import end_request_span, request_attributes
 
@@ -72,7 +72,6 @@ class NullObserver:
 
 
 NULL_OBSERVER = NullObserver()
-_OPERATION = {"chat/completions": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 
 
 class Observation:
@@ -119,7 +118,7 @@ class Observation:
         self.span: Span | None = None
         tracer = monitor.tracer
         if tracer is not None:
-            op = _OPERATION.get(endpoint, endpoint)
+            op = operation_name(endpoint)
             self.span = tracer.start_span(
                 f"{op} {model_ref}",
                 context=parent,
@@ -286,6 +285,8 @@ class Observation:
             decode_s=decode,
         )
         self.m.metrics.record(outcome)
+        if self.m.otel is not None:
+            self.m.otel.record_outcome(outcome)
         trace_id = end_request_span(self, t_end, outcome, exc, message)
         if self.log_it:
             self.m.log(self._record(outcome, trace_id, message))

@@ -37,13 +37,13 @@ Json = Annotated[str | None, typer.Option(help='JSON object, e.g. \'{"rpm": 60, 
 def _store(config: Path | None, database_url: str | None) -> Iterator[Any]:
     from modelyard.settings import load_settings
     from modelyard.tenancy.keys import load_server_secret
-    from modelyard.tenancy.store import TenancyStore
+    from modelyard.tenancy.service import open_store
 
     store = None
     try:
         settings = load_settings(config, {"database_url": database_url})
         secret = load_server_secret(settings.tenancy.secret, settings.resolved_data_dir)
-        store = TenancyStore(settings.resolved_database_url, secret)
+        store = open_store(settings, secret)  # bumps the auth epoch in Redis after each change
         store.migrate()
         yield store
     except ModelyardError as exc:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,13 @@ from modelyard.tenancy.limits import (
     ceil_s,
 )
 from modelyard.tenancy.metering import Meter
+from modelyard.tenancy.principal_cache import (
+    EpochSource,
+    PrincipalCache,
+    RedisEpoch,
+    RedisEpochBump,
+    StoreEpoch,
+)
 from modelyard.tenancy.records import AdapterInfo, Principal, Usage
 from modelyard.tenancy.store import TenancyStore
 
@@ -93,6 +101,7 @@ class Tenancy:
         limits: LimitStore,
         meter: Meter,
         prices: PriceBook | None = None,
+        epoch: EpochSource | None = None,
     ) -> None:
         self.settings = settings
         self.cfg = settings.tenancy
@@ -101,10 +110,18 @@ class Tenancy:
         self.meter = meter
         self.prices = prices or PriceBook(Registry("", engine=store.engine), self.cfg.prices)
         self._price_poll: asyncio.Task[None] | None = None
+        self.epoch = epoch
+        self.auth_cache = (
+            PrincipalCache(self.cfg.auth_cache_size, self.cfg.auth_cache_ttl_s)
+            if epoch is not None and self.cfg.auth_cache_size > 0 and self.cfg.auth_cache_ttl_s > 0
+            else None
+        )
         self._auth_seen = False
         self._auth_checked_at = -AUTO_RECHECK_S
         self._seeded: set[str] = set()
         self.redis_errors = 0
+        # Called with every usage record as it is metered (OpenTelemetry metrics); must not raise.
+        self.usage_listeners: list[Callable[[Usage], None]] = []
 
     # ---- authentication -------------------------------------------------------------------------
     async def anonymous_allowed(self) -> bool:
@@ -122,9 +139,21 @@ class Tenancy:
         return not self._auth_seen
 
     async def authenticate(self, token: str) -> Principal:
+        """The caller behind ``token``: from the principal cache while the auth epoch it was filed under
+        is current (see ``principal_cache``), else from the store."""
+        digest = self.store.digest(token)
+        cache, epoch = self.auth_cache, None
+        if cache is not None and self.epoch is not None:
+            epoch = await self.epoch.read()  # before the store query: a change in between is seen next time
+            if epoch is not None and (hit := cache.get(digest, epoch)) is not None:
+                return hit
         if self.store.inline_reads:
-            return self.store.authenticate(token)
-        return await anyio.to_thread.run_sync(self.store.authenticate, token)
+            principal, expires_at = self.store.verify(digest)
+        else:
+            principal, expires_at = await anyio.to_thread.run_sync(self.store.verify, digest)
+        if cache is not None and epoch is not None:
+            cache.put(digest, epoch, principal, expires_at)
+        return principal
 
     # ---- admission ------------------------------------------------------------------------------
     async def check_model(self, principal: Principal, ref: str) -> tuple[str, AdapterInfo | None, str | None]:
@@ -284,25 +313,26 @@ class Tenancy:
         end = time.monotonic()
         first = ticket.first_byte or end
         p = ticket.principal
-        await self.meter.record(
-            Usage(
-                id=uuid.uuid4().hex,
-                request_id=ticket.request_id,
-                tenant_id=p.tenant_id,
-                key_id=p.key_id,
-                model=ticket.model,
-                endpoint=ticket.endpoint,
-                status=status,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cached_tokens=cached,
-                queue_ms=(first - ticket.started) * 1000.0,
-                engine_ms=(end - ticket.started) * 1000.0,
-                cost=cost,
-                version=ticket.version,
-                adapter=ticket.adapter.name if ticket.adapter else None,
-            )
+        record = Usage(
+            id=uuid.uuid4().hex,
+            request_id=ticket.request_id,
+            tenant_id=p.tenant_id,
+            key_id=p.key_id,
+            model=ticket.model,
+            endpoint=ticket.endpoint,
+            status=status,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=cached,
+            queue_ms=(first - ticket.started) * 1000.0,
+            engine_ms=(end - ticket.started) * 1000.0,
+            cost=cost,
+            version=ticket.version,
+            adapter=ticket.adapter.name if ticket.adapter else None,
         )
+        for listener in self.usage_listeners:
+            listener(record)
+        await self.meter.record(record)
 
     def start_price_refresh(self, interval_s: float) -> None:
         """Load the registry prices now and pick up changes every ``interval_s`` (``registry_poll_s``)."""
@@ -314,20 +344,36 @@ class Tenancy:
             await asyncio.gather(self._price_poll, return_exceptions=True)
         await self.meter.close()
         await self.limits.close()
+        if self.epoch is not None:
+            await self.epoch.close()
         self.store.close()
 
 
 async def start_tenancy(settings: Settings) -> Tenancy:
     cfg = settings.tenancy
     secret = load_server_secret(cfg.secret, settings.resolved_data_dir)
-    store = TenancyStore(settings.resolved_database_url, secret)
+    store = open_store(settings, secret)
     await anyio.to_thread.run_sync(store.migrate)
     limits: LimitStore = (
         RedisLimitStore(cfg.redis_url, cfg.redis_prefix) if cfg.redis_url else MemoryLimitStore()
     )
+    epoch: EpochSource | None = None
+    if cfg.redis_url:
+        epoch = RedisEpoch(cfg.redis_url, cfg.redis_prefix)
+    elif store.inline_reads:  # SQLite: the newest audit id is a safe epoch (see principal_cache)
+        epoch = StoreEpoch(store.epoch_reader)
     meter = Meter(store, buffer=cfg.metering_buffer, batch=cfg.metering_batch, flush_s=cfg.metering_flush_s)
     meter.start()
-    tenancy = Tenancy(settings, store, limits, meter)
+    tenancy = Tenancy(settings, store, limits, meter, epoch=epoch)
     await anyio.to_thread.run_sync(tenancy.prices.refresh)
     tenancy.start_price_refresh(settings.registry_poll_s)
     return tenancy
+
+
+def open_store(settings: Settings, secret: bytes) -> TenancyStore:
+    """The tenancy store of ``settings``; with ``tenancy.redis_url`` every audited change bumps the auth
+    epoch there (gateways and the CLI alike), so cached principals of every process are dropped."""
+    store = TenancyStore(settings.resolved_database_url, secret)
+    if settings.tenancy.redis_url:
+        store.on_change.append(RedisEpochBump(settings.tenancy.redis_url, settings.tenancy.redis_prefix))
+    return store

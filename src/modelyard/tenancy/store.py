@@ -1,19 +1,20 @@
 """``TenancyStore``: tenants, keys, adapters, the usage ledger and the audit log in the metadata store.
 
 Synchronous (SQLAlchemy); async callers run it in the thread pool. Every admin change writes its
-audit entry in the same transaction as the change. ``authenticate`` reads the key row on every
-call, so a revocation or expiry takes effect at once on every process sharing the database.
+audit entry in the same transaction as the change, and after its commit calls every ``on_change``
+hook (the auth-epoch bump of ``principal_cache``). ``authenticate`` reads the key row on every call;
+the gateway fronts it with :class:`~modelyard.tenancy.principal_cache.PrincipalCache`.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, select
+from sqlalchemy import Engine, bindparam, event, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -90,6 +91,7 @@ _AUTH_QUERY = (
     .select_from(ApiKey.__table__.outerjoin(Tenant.__table__, _K.tenant_id == _T.id))
     .where(_K.key_hash == bindparam("digest"))
 )
+_EPOCH_SQL = f"SELECT coalesce(max(id), 0) FROM {AuditEntry.__tablename__}"
 
 
 class TenancyStore:
@@ -102,6 +104,14 @@ class TenancyStore:
         self._secret = server_secret
         self._read = sessionmaker(self._engine, expire_on_commit=False)
         self._write = sessionmaker(self._engine.execution_options(write=True), expire_on_commit=False)
+        self.on_change: list[Callable[[], None]] = []
+        self._epoch_conn: Any = None
+        event.listen(self._write, "after_commit", self._after_commit)
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop("audited", False):
+            for hook in self.on_change:
+                hook()
 
     @property
     def engine(self) -> Engine:
@@ -117,11 +127,18 @@ class TenancyStore:
             self._audit(s, actor, action, target, **detail)
 
     def close(self) -> None:
+        for hook in self.on_change:
+            close = getattr(hook, "close", None)
+            if close is not None:
+                close()
+        if self._epoch_conn is not None:
+            self._epoch_conn.close()
         if self._owns_engine:
             self._engine.dispose()
 
     @staticmethod
     def _audit(s: Session, actor: str, action: str, target: str, **detail: Any) -> None:
+        s.info["audited"] = True  # bump the auth epoch once this commits
         s.add(AuditEntry(actor=actor, action=action, target=target, detail=detail))
 
     # ---- tenants --------------------------------------------------------------------------------
@@ -245,6 +262,7 @@ class TenancyStore:
             if row.revoked_at is None:
                 row.revoked_at = now()
                 self._audit(s, actor, "key.revoke", key_id, tenant=row.tenant_id)
+            s.info["audited"] = True  # a repeated revoke bumps the auth epoch again (if a bump failed)
             s.flush()
             return _key(row)
 
@@ -266,10 +284,32 @@ class TenancyStore:
         t = now()
         return any(exp is None or _aware(exp) > t for (exp,) in rows)  # type: ignore[operator]
 
+    def digest(self, token: str) -> str:
+        return key_digest(self._secret, token)
+
+    def epoch_reader(self) -> Callable[[], int]:
+        """A reader of the newest audit-log id (an auth epoch on SQLite, where ids grow in commit order)
+        on a connection of its own, without SQLAlchemy (far cheaper than a pooled query). Make it and
+        call it on one thread (the event loop's)."""
+        if self._epoch_conn is None:
+            raw = self._engine.raw_connection()
+            self._epoch_conn = raw.driver_connection
+            raw.detach()  # kept for the store's life, outside the pool
+        cursor = self._epoch_conn.cursor()
+
+        def read() -> int:
+            # fetchall runs the statement to its end, so no read snapshot stays open between requests
+            return int(cursor.execute(_EPOCH_SQL).fetchall()[0][0])
+
+        return read
+
     def authenticate(self, token: str) -> Principal:
         """The caller behind ``token``; ``AuthenticationError`` (401) for unknown, revoked or expired keys
         and for keys of a disabled tenant. The message never says which."""
-        digest = key_digest(self._secret, token)
+        return self.verify(self.digest(token))[0]
+
+    def verify(self, digest: str) -> tuple[Principal, datetime | None]:
+        """:meth:`authenticate` by key digest; also returns the key's expiry (checked again on cache hits)."""
         with self._engine.connect() as conn:
             row = conn.execute(_AUTH_QUERY, {"digest": digest}).first()
         bad = AuthenticationError("Incorrect API key provided.")
@@ -278,13 +318,14 @@ class TenancyStore:
         key_id, tenant_id, scopes, key_limits, expires_at, revoked_at, models, t_limits, budget, disabled = (
             row
         )
+        expires_at = _aware(expires_at)
         if revoked_at is not None:
             raise bad
-        if expires_at is not None and _aware(expires_at) <= now():  # type: ignore[operator]
+        if expires_at is not None and expires_at <= now():  # type: ignore[operator]
             raise bad
         if tenant_id is not None and (models is None or disabled):
             raise bad
-        return Principal(
+        principal = Principal(
             key_id=key_id,
             tenant_id=tenant_id,
             scopes=frozenset(scopes),
@@ -293,6 +334,7 @@ class TenancyStore:
             key_limits=dict(key_limits or {}),
             budget=dict(budget or {}),
         )
+        return principal, expires_at
 
     # ---- adapters -------------------------------------------------------------------------------
     def create_adapter(
