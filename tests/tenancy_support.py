@@ -21,8 +21,6 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 SECRET = "test-secret-" + "x" * 40
 
 
-
-
 @pytest.fixture
 def store(database_url: str) -> Iterator[TenancyStore]:
     s = TenancyStore(database_url, SECRET.encode())

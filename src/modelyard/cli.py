@@ -105,7 +105,9 @@ def serve(
 def worker(
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="YAML settings file (same as serve; `queue` and `local_models`)."),
+        typer.Option(
+            "--config", "-c", help="YAML settings file (same as serve; `queue` and `local_models`)."
+        ),
     ] = None,
     worker_id: Annotated[
         str | None, typer.Option("--worker-id", help="Consumer name in Redis [default: <host>-<pid>].")

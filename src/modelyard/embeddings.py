@@ -55,9 +55,7 @@ class SentenceTransformerEmbedder:
     def __init__(self, source: str, *, max_batch: int = 64) -> None:
         from sentence_transformers import SentenceTransformer
 
-        model: Any = SentenceTransformer(
-            str(resolve_source(source)), device="cpu", local_files_only=True
-        )
+        model: Any = SentenceTransformer(str(resolve_source(source)), device="cpu", local_files_only=True)
         self._model = model
         self._tokenizer = self._model.tokenizer
         self._max_batch = max_batch

@@ -40,7 +40,14 @@ class ModelyardError(Exception):
 
     def to_dict(self) -> dict[str, dict[str, str | None]]:
         """The OpenAI error body ``{"error": {"message", "type", "param", "code"}}``."""
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 class InvalidRequest(ModelyardError):

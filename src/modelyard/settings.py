@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -186,7 +186,9 @@ class TenancySettings(_Section):
         default=10_000, ge=1, description="Usage records held in memory before requests wait for the writer."
     )
     metering_batch: int = Field(default=500, ge=1, description="Most usage records in one insert.")
-    metering_flush_s: float = Field(default=0.5, gt=0, description="Longest a usage record waits to be written.")
+    metering_flush_s: float = Field(
+        default=0.5, gt=0, description="Longest a usage record waits to be written."
+    )
     auth_cache_size: int = Field(
         default=10_000,
         ge=0,
@@ -220,7 +222,9 @@ class QueueSettings(_Section):
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL of the work queue.")
     key_prefix: str = Field(default="modelyard", description="Prefix of every Redis key the queue uses.")
     max_queued: int = Field(
-        default=256, ge=1, description="Most requests of one model queued or in flight; beyond it 503 + Retry-After."
+        default=256,
+        ge=1,
+        description="Most requests of one model queued or in flight; beyond it 503 + Retry-After.",
     )
     retry_after_s: float = Field(default=1.0, gt=0, description="`Retry-After` sent when a queue is full.")
     queue_timeout_s: float = Field(
@@ -236,10 +240,18 @@ class QueueSettings(_Section):
         "died) is claimed by a live worker.",
     )
     heartbeat_s: float = Field(default=1.0, gt=0, description="Worker heartbeat / load report period.")
-    worker_ttl_s: float = Field(default=5.0, gt=0, description="A worker without a heartbeat this long is gone.")
-    reply_ttl_s: float = Field(default=300.0, gt=0, description="Reply logs and request markers expire after this.")
-    cancel_poll_s: float = Field(default=0.2, gt=0, description="How often workers check for cancelled requests.")
-    worker_max_in_flight: int = Field(default=64, ge=1, description="Most requests one worker serves at once.")
+    worker_ttl_s: float = Field(
+        default=5.0, gt=0, description="A worker without a heartbeat this long is gone."
+    )
+    reply_ttl_s: float = Field(
+        default=300.0, gt=0, description="Reply logs and request markers expire after this."
+    )
+    cancel_poll_s: float = Field(
+        default=0.2, gt=0, description="How often workers check for cancelled requests."
+    )
+    worker_max_in_flight: int = Field(
+        default=64, ge=1, description="Most requests one worker serves at once."
+    )
     routing: Literal["pull", "least_loaded", "affinity"] = Field(
         default="pull",
         description="`pull`: any free worker takes the next request; `least_loaded`: the gateway sends it to "
@@ -247,7 +259,10 @@ class QueueSettings(_Section):
         "prefix, unless its load is above `load_cap`.",
     )
     load_cap: float = Field(
-        default=0.8, gt=0, le=1, description="Affinity never picks a worker whose in-flight/capacity is above this."
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Affinity never picks a worker whose in-flight/capacity is above this.",
     )
 
     @model_validator(mode="after")
@@ -298,25 +313,31 @@ class TracingSettings(_Section):
     )
 
 
+Redaction = Literal["secrets", "email", "phone", "card"]
+
+
 class RequestLogSettings(_Section):
     """The request log: prompts and responses stored off the hot path (see monitoring/requestlog)."""
 
     enabled: bool = Field(default=True, description="Log requests at all.")
     sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of requests logged.")
     buffer_size: int = Field(
-        default=10_000, ge=1, description="Records held in memory; beyond it new records are dropped (counted)."
+        default=10_000,
+        ge=1,
+        description="Records held in memory; beyond it new records are dropped (counted).",
     )
     batch_size: int = Field(default=256, ge=1, description="Most records written in one transaction.")
     flush_interval_s: float = Field(default=1.0, gt=0, description="Longest wait before a partial batch.")
     max_text_chars: int = Field(
         default=32_768, ge=0, description="Prompt and response text are cut to this many characters."
     )
-    redact: list[Literal["secrets", "email", "phone", "card"]] = Field(
-        default_factory=lambda: ["secrets", "email", "phone", "card"],
+    redact: list[Redaction] = Field(
+        default_factory=lambda: list(get_args(Redaction)),
         description="Built-in redaction patterns applied before anything is stored.",
     )
     redact_patterns: list[str] = Field(
-        default_factory=list, description="Extra regular expressions whose matches are replaced by [REDACTED]."
+        default_factory=list,
+        description="Extra regular expressions whose matches are replaced by [REDACTED].",
     )
     retention_days: float = Field(default=30.0, gt=0, description="Records older than this are deleted.")
 
@@ -377,6 +398,7 @@ class Settings(_Section):
         except ConfigError as exc:
             raise ValueError(exc.message) from exc
         return value
+
     deployments: list[RemoteDeploymentSettings] = Field(
         default_factory=list, description="Remote OpenAI-compatible deployments."
     )

@@ -77,7 +77,9 @@ def _default(field: FieldInfo) -> str:
     return f"`{json.dumps(value, default=str)}`"
 
 
-def _rows(model: type[BaseModel], prefix: str, out: list[str], nested: list[tuple[str, type[BaseModel]]]) -> None:
+def _rows(
+    model: type[BaseModel], prefix: str, out: list[str], nested: list[tuple[str, type[BaseModel]]]
+) -> None:
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         sub = _model_of(field.annotation)
@@ -94,7 +96,13 @@ def _engine_rows() -> list[str]:
     doc = EngineConfig.__doc__ or ""
     lines = [line.strip() for line in doc.split("Fields:", 1)[-1].splitlines() if line.strip()]
     text = " ".join(lines).lstrip("- ")
-    out = ["", "## `engine`", "", "Keyword arguments of the engine's `EngineConfig`, validated at start-up:", ""]
+    out = [
+        "",
+        "## `engine`",
+        "",
+        "Keyword arguments of the engine's `EngineConfig`, validated at start-up:",
+        "",
+    ]
     for item in text.split(" - "):
         out.append(f"- {item.strip()}")
     return out

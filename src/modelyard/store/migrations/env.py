@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from alembic import context
 
-import modelyard.registry.models  # noqa: F401  (registers the registry tables on Base.metadata)
 import modelyard.monitoring.requestlog.records  # noqa: F401  (registers the request_log table)
+import modelyard.registry.models  # noqa: F401  (registers the registry tables on Base.metadata)
 import modelyard.tenancy.models  # noqa: F401  (registers the tenancy tables)
 from modelyard.store.db import Base, create_db_engine
 
