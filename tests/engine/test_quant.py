@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from modelyard.engine.config import EngineConfig
 from modelyard.engine.layers.embedding import Embedding
 from modelyard.engine.layers.linear import Linear
 from modelyard.engine.loader import load_model, packaged_model_path
@@ -177,3 +178,9 @@ def test_smollm2_int8_and_int4(smollm2_loaded, model_cache_dir: Path) -> None:
         assert int(step[-1].argmax()) == int(
             PagedDriver(smollm2_loaded.model, block_size=16).step([("b", [*ids, nxt])])[0][-1].argmax()
         )
+
+
+def test_quantize_lm_head_setting_is_validated() -> None:
+    assert EngineConfig(quantization="int8").quantize_lm_head is True
+    with pytest.raises(ConfigError, match="quantize_lm_head"):
+        EngineConfig(quantization="int8", quantize_lm_head="no")  # type: ignore[arg-type]
