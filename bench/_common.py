@@ -48,7 +48,7 @@ class BenchSettings:
     lora_rank: int = 16
     lora_concurrency: int = 32
     lora_max_tokens: int = 128
-    quant_modes: tuple[str, ...] = ("fp32", "bf16", "int8", "int4")
+    quant_modes: tuple[str, ...] = ("fp32", "bf16", "int8", "int4", "int8_plain_head", "int4_plain_head")
     perplexity_tokens: int = 1500
     quick: bool = False
 

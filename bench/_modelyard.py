@@ -263,9 +263,7 @@ def perplexity(model: Any, ids: list[int], device: str, *, block_size: int = 16,
     from modelyard.engine.layers.attention import prepare_attention
 
     cfg = model.config
-    dtype = model.embed_tokens.weight.dtype if hasattr(model, "embed_tokens") else torch.bfloat16
-    if not dtype.is_floating_point:
-        dtype = torch.bfloat16
+    dtype = getattr(model, "dtype", torch.bfloat16)
     n = len(ids)
     blocks = -(-n // block_size)
     shape = (blocks + 1, block_size, cfg.num_kv_heads, cfg.head_dim)
@@ -300,7 +298,9 @@ def quant_figures(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Per mode (fp32, bf16, int8, int4): resident weight bytes and perplexity of the fixed text.
 
-    Integer modes quantize a bf16 model (fp32 where the device lacks fast bf16, as the engine picks).
+    Integer modes quantize a bf16 model (fp32 where the device lacks fast bf16, as the engine picks),
+    LM head and embedding included; ``*_plain_head`` modes leave those in the compute dtype
+    (``quantize_lm_head: false``).
     Returns ``(figures, skipped)``; a mode the engine refuses is skipped with its reason.
     """
     from modelyard.engine.loader import load_model
@@ -312,10 +312,15 @@ def quant_figures(
     with progress.task("quantization", len(settings.quant_modes)):
         for mode in settings.quant_modes:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(mode, compute)
-            quant = mode if mode in ("int8", "int4") else None
+            quant = mode.removesuffix("_plain_head") if mode.startswith("int") else None
             try:
                 loaded = load_model(
-                    gguf, cache_dir=cache_dir, dtype=dtype, device=settings.device, quantization=quant
+                    gguf,
+                    cache_dir=cache_dir,
+                    dtype=dtype,
+                    device=settings.device,
+                    quantization=quant,
+                    quantize_head=not mode.endswith("_plain_head"),
                 )
             except Exception as exc:  # a mode the engine does not support here is reported, not fatal
                 skipped[f"quant.{mode}"] = f"{type(exc).__name__}: {exc}"

@@ -30,6 +30,9 @@ class EngineConfig:
     - ``dtype``: ``"auto"`` = bfloat16 on CUDA and on CPUs with AVX512-bf16 / AMX, else float32.
     - ``device``: ``"auto"`` = CUDA when available, else CPU.
     - ``quantization``: ``None``, ``"int8"`` or ``"int4"`` weight-only quantization.
+    - ``quantize_lm_head``: with ``quantization`` set, also store the LM head and token embedding
+      (one matrix when tied) as per-row int8; ``False`` keeps them in the model dtype (exact logits
+      layer, more memory, slower decode head).
     - ``max_loras`` / ``max_lora_rank``: adapters resident at once (and in one step), largest rank.
     - ``num_threads``: torch intra-op threads on CPU (``None`` = leave torch's default).
     - ``long_prefill_token_threshold``: most prompt tokens one sequence may take in a step (0 = no
@@ -47,6 +50,7 @@ class EngineConfig:
     dtype: str = "auto"
     device: str = "auto"
     quantization: str | None = None
+    quantize_lm_head: bool = True
     max_loras: int = 8
     max_lora_rank: int = 64
     num_threads: int | None = None
@@ -75,6 +79,10 @@ class EngineConfig:
             raise ConfigError(f"engine.device={self.device!r} is invalid: use one of {', '.join(_DEVICES)}")
         if self.quantization not in _QUANT:
             raise ConfigError(f"engine.quantization={self.quantization!r} is invalid: use none, int8 or int4")
+        if not isinstance(self.quantize_lm_head, bool):
+            raise ConfigError(
+                f"engine.quantize_lm_head={self.quantize_lm_head!r} is invalid: use true or false"
+            )
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("engine.device='cuda' but no CUDA device is visible: use 'auto' or 'cpu'")
         if self.num_kv_blocks is not None and self.kv_cache_bytes is not None:

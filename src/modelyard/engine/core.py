@@ -80,7 +80,7 @@ class LLMEngine:
         self.chat_template = loaded.chat_template
         self.eos_token_ids = frozenset(loaded.eos_token_ids)
         self.device = config.resolved_device()
-        self.dtype = next(loaded.model.parameters()).dtype
+        self.dtype = loaded.model.dtype  # not a parameter's: a quantized model's first may be int8
         if config.num_threads is not None and self.device.type == "cpu":
             torch.set_num_threads(config.num_threads)
         self.runner = ModelRunner(loaded.model, loaded.config, config, dtype=self.dtype, device=self.device)
@@ -126,6 +126,7 @@ class LLMEngine:
             dtype=config.resolved_dtype(),
             device=config.resolved_device(),
             quantization=config.quantization,
+            quantize_head=config.quantize_lm_head,
         )
         return cls(loaded, config)
 

@@ -191,8 +191,12 @@ def load_model(
     dtype: torch.dtype = torch.bfloat16,
     device: str | torch.device = "cpu",
     quantization: str | None = None,
+    quantize_head: bool = True,
 ) -> LoadedModel:
     """Load ``source`` (a GGUF file, an HF folder, or a packaged model name) ready for the engine.
+
+    ``quantization`` (int8 / int4) quantizes the Linears, and with ``quantize_head`` the LM head and
+    token embedding too (see :mod:`modelyard.engine.quant`).
 
     Raises ``ModelNotFound`` when the source does not exist, ``ConfigError`` for unsupported ones.
     """
@@ -232,7 +236,7 @@ def load_model(
     if quantization is not None:
         from modelyard.engine.quant import quantize_
 
-        quantize_(model, quantization)
+        quantize_(model, quantization, head=quantize_head)
     else:
         for module in model.modules():
             if isinstance(module, Linear):

@@ -62,7 +62,7 @@ class LoRAManager:
         self.max_loras = max_loras
         self.max_rank = max_rank
         self._layers: nn.ModuleList = model.layers  # type: ignore[assignment]
-        self._dtype: torch.dtype = model.embed_tokens.weight.dtype  # type: ignore[union-attr,assignment]
+        self._dtype: torch.dtype = model.dtype  # type: ignore[assignment]
         self._adapters: dict[str, Adapter] = {}
         self._resident: OrderedDict[str, int] = OrderedDict()  # name -> slot, least recently used first
         self.stack_rank = 0  # columns per target module in the stacks: the widest adapter added so far

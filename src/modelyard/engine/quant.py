@@ -1,15 +1,21 @@
-"""Weight-only quantization of a loaded model's Linear layers (int8 or int4), in place.
+"""Weight-only quantization of a loaded model (int8 or int4), in place.
 
 - ``int8``: symmetric per-output-channel, ``W ≈ q * scale``; CPU matmul by
-  ``aten._weight_int8pack_mm`` (activations stay in the model dtype).
+  ``aten._weight_int8pack_mm`` for small batches.
 - ``int4``: asymmetric per group of 32 input channels (64 or 128 where 32 does not divide;
   32 matches the blocks of GGUF Q4 checkpoints, so their weights survive almost exactly),
   packed for ``aten._weight_int4pack_mm_for_cpu``; a layer no group size fits, or a non-CPU
   device, gets int8 instead.
 
-Embeddings and the LM head stay in the model dtype: the embedding is a gather (no matmul to
-speed up), and the head's rounding would show directly in the logits. LoRA keeps working: the
-adapters add their delta on top of the quantized matmul.
+On CPU both kernels take bf16 activations, in a float32 model too (their float32 variants are 6-8x
+slower than dense float32 on AVX2; see :func:`modelyard.engine.layers.linear.kernel_input`).
+
+The LM head and the token embedding (``head=True``, the default) become per-row int8 in both
+modes: one int8 table serves a tied model's head (the int8 matmul kernel) and its input lookup
+(only the gathered rows are dequantized), so the matrix is stored once. int8 rather than int4
+because the int4pack layout is opaque to a row gather, and the head's rounding shows directly in
+the logits. ``head=False`` leaves both in the model dtype. LoRA keeps working: the adapters add
+their delta on top of the quantized matmul.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from modelyard.engine.layers.embedding import Embedding
 from modelyard.engine.layers.linear import Int4Weight, Int8Weight, Linear
 from modelyard.errors import ConfigError
 
@@ -45,10 +52,10 @@ def group_size_for(in_features: int) -> int | None:
     return next((g for g in _GROUP_SIZES if in_features % g == 0), None)
 
 
-def quantize_int8(weight: torch.Tensor) -> Int8Weight:
-    """Per-output-channel symmetric int8 of ``weight [out, in]``."""
+def quantize_int8(weight: torch.Tensor, *, head: bool = False) -> Int8Weight:
+    """Per-output-channel symmetric int8 of ``weight [out, in]`` (``head``: see :class:`Int8Weight`)."""
     q, scale = _int8_codes(weight)
-    return Int8Weight(q=q.contiguous(), scale=scale.to(weight.dtype))
+    return Int8Weight(q=q.contiguous(), scale=scale.to(weight.dtype), head=head)
 
 
 def quantize_int4(weight: torch.Tensor, group_size: int) -> Int4Weight:
@@ -72,41 +79,52 @@ def fake_quantize(weight: torch.Tensor, mode: str) -> torch.Tensor:
     return q.float() * scale[:, None]
 
 
-def _skip(model: nn.Module) -> set[int]:
+def _head(model: nn.Module) -> Linear | None:
     head = getattr(model, "lm_head", None)
-    return {id(head)} if head is not None else set()
+    return head if isinstance(head, Linear) else None
 
 
-def quantize_(model: nn.Module, mode: str) -> None:
-    """Replace every Linear's weight (except the LM head) by its ``mode`` quantized form, in place."""
+def quantize_(model: nn.Module, mode: str, *, head: bool = True) -> None:
+    """Replace every Linear's weight by its ``mode`` quantized form, in place; with ``head``, the LM
+    head and token embedding become per-row int8 too (else they keep the model dtype)."""
     if mode not in MODES:
         raise ConfigError(f"unknown quantization {mode!r}; choose one of {', '.join(MODES)}")
-    skip = _skip(model)
+    lm_head = _head(model)
     for module in model.modules():
-        if not isinstance(module, Linear) or id(module) in skip or module.qweight is not None:
+        if isinstance(module, Embedding):
+            if head and module.qweight is None:
+                assert module.weight is not None
+                module.qweight = quantize_int8(module.weight.data, head=True)
+                module.weight = None
+            continue
+        if not isinstance(module, Linear) or module.qweight is not None:
+            continue
+        if module is lm_head and not head:
             continue
         if module.weight is None:
             raise ConfigError("quantize_ needs plain weights: quantize before packing (Linear.pack_for_cpu)")
         weight = module.weight.data
         group = group_size_for(module.in_features)
-        if mode == "int4" and group is not None and weight.device.type == "cpu":
+        if mode == "int4" and module is not lm_head and group is not None and weight.device.type == "cpu":
             module.qweight = quantize_int4(weight, group)
         else:
-            module.qweight = quantize_int8(weight)
+            module.qweight = quantize_int8(weight, head=module is lm_head)
         module.weight = None
 
 
 def weight_bytes(model: nn.Module, *, linear_only: bool = False) -> int:
     """Bytes of resident base weights (quantized payload + scales; LoRA stacks not counted).
 
-    ``linear_only``: just the Linears that ``quantize_`` converts (not embeddings, norms, LM head).
+    ``linear_only``: just the decoder's Linears (not embeddings, norms, LM head).
     """
-    skip = _skip(model)
+    lm_head = _head(model)
     total = 0
     for module in model.modules():
         if isinstance(module, Linear):
-            if not (linear_only and id(module) in skip):
+            if not (linear_only and module is lm_head):
                 total += module.weight_nbytes()
+        elif isinstance(module, Embedding):
+            total += 0 if linear_only else module.weight_nbytes()
         elif not linear_only:
             for p in module.parameters(recurse=False):
                 total += p.numel() * p.element_size()

@@ -54,21 +54,46 @@ def make_lora_batch(lora_slots: torch.Tensor | None, dtype: torch.dtype) -> LoRA
 
 
 INT8_KERNEL_MAX_ROWS = 16
+# An LM head (vocab x hidden, 28M-168M weights) costs far more to convert per call than a decoder
+# Linear: the int8 kernel beats the convert-then-matmul path up to ~64 rows (measured 2.4x at 64
+# rows on SmolLM2's head in bf16), i.e. for every decode step of up to 64 sequences.
+INT8_HEAD_KERNEL_MAX_ROWS = 64
+
+
+def kernel_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the dtype the CPU int8/int4 kernels run in: bf16 even in a float32 model.
+
+    torch's float32 variants of ``_weight_int8pack_mm`` / ``_weight_int4pack_mm_for_cpu`` are
+    6-8x slower than a dense float32 matmul on AVX2 CPUs (SmolLM2's layers, 1 row), their bf16
+    variants as fast or faster; the rounding is that of a bf16 model's matmuls.
+    """
+    return x.bfloat16() if x.dtype == torch.float32 else x
 
 
 @dataclass(slots=True)
 class Int8Weight:
-    """Per-output-channel symmetric int8: ``W ≈ q * scale[:, None]``."""
+    """Per-output-channel symmetric int8: ``W ≈ q * scale[:, None]``.
+
+    ``head``: an LM head / tied embedding table, which takes the kernel for up to
+    :data:`INT8_HEAD_KERNEL_MAX_ROWS` rows instead of :data:`INT8_KERNEL_MAX_ROWS`.
+    """
 
     q: torch.Tensor  # [out, in] int8
     scale: torch.Tensor  # [out] activation dtype
+    head: bool = False
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         # The CPU int8 kernel is a fast gemv but ~3x slower than a dense matmul past a few rows;
         # for larger batches (prefill, wide decode) converting the weight per call is cheaper.
-        if x.device.type == "cpu" and x.shape[0] <= INT8_KERNEL_MAX_ROWS:
-            return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale.to(x.dtype))
+        rows = INT8_HEAD_KERNEL_MAX_ROWS if self.head else INT8_KERNEL_MAX_ROWS
+        if x.device.type == "cpu" and x.shape[0] <= rows:
+            xk = kernel_input(x)
+            return torch.ops.aten._weight_int8pack_mm(xk, self.q, self.scale.to(xk.dtype)).to(x.dtype)
         return F.linear(x, self.q.to(x.dtype)) * self.scale.to(x.dtype)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of ``W``, dequantized to the scale dtype (an embedding lookup)."""
+        return self.q[ids].to(self.scale.dtype) * self.scale[ids].unsqueeze(-1)
 
     def nbytes(self) -> int:
         return self.q.numel() + self.scale.numel() * self.scale.element_size()
@@ -88,9 +113,10 @@ class Int4Weight:
     out_features: int
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        xk = kernel_input(x)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x, self.packed, self.group_size, self.scales_zeros.to(x.dtype)
-        )
+            xk, self.packed, self.group_size, self.scales_zeros.to(xk.dtype)
+        ).to(x.dtype)
 
     def nbytes(self) -> int:
         return (

@@ -163,6 +163,7 @@ class CausalLM(Protocol):
     """
 
     config: ModelConfig
+    dtype: torch.dtype  # the compute (activation) dtype
 
     def forward(
         self, batch: ForwardBatch, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]

@@ -140,10 +140,8 @@ class Gemma3ForCausalLM(nn.Module):
 
     @torch.inference_mode()
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.lm_head is None:
-            logits = torch.nn.functional.linear(hidden, self.embed_tokens.weight).float()
-        else:
-            logits = self.lm_head(hidden).float()
+        head = self.embed_tokens.attend(hidden) if self.lm_head is None else self.lm_head(hidden)
+        logits = head.float()
         cap = self.config.final_logit_softcapping
         if cap:
             logits = torch.tanh(logits / cap) * cap

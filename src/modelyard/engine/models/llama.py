@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from modelyard.engine.forward_batch import ForwardBatch
@@ -134,8 +133,7 @@ class LlamaForCausalLM(nn.Module):
 
     @torch.inference_mode()
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        w = self.embed_tokens.weight if self.lm_head is None else None
-        logits = F.linear(hidden, w) if w is not None else self.lm_head(hidden)  # type: ignore[misc]
+        logits = self.embed_tokens.attend(hidden) if self.lm_head is None else self.lm_head(hidden)
         return logits.float()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
