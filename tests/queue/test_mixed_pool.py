@@ -108,7 +108,13 @@ async def start_worker(pool: Pool) -> AsyncIterator[object]:
     running: list[tuple[Worker, asyncio.Task[None]]] = []
 
     async def start(wid: str) -> Worker:
-        w = Worker(redis_queue(pool.settings.queue), {"tiny": local}, pool.settings.queue, worker_id=wid)
+        w = Worker(
+            redis_queue(pool.settings.queue),
+            {"tiny": local},
+            pool.settings.queue,
+            worker_id=wid,
+            drain_timeout_s=5,
+        )
         running.append((w, asyncio.create_task(w.run())))
         for _ in range(100):  # until the gateway's poll sees its report
             if not math.isinf(pool.services.gateway.router.view(pool.queued).load):
@@ -119,7 +125,7 @@ async def start_worker(pool: Pool) -> AsyncIterator[object]:
     yield start
     for w, task in running:
         w.drain()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 30)  # drain (5 s at most) plus slack for a loaded CI machine
     await local.close()
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from modelyard.registry import Registry
@@ -168,3 +169,28 @@ def test_errors_exit_1_with_a_message(db_url: str, args: tuple[str, ...], messag
     assert out == ""
     if args[0] == "register":  # a rejected version does not leave an empty model behind
         assert json.loads(_run("list", "--json")[1]) == []
+
+
+def test_every_registry_change_is_audited_as_the_cli(db_url: str, weights: Path) -> None:
+    assert _register(weights, "--alias", "production")[0] == 0
+    assert _run("alias", "set", "smol", "canary", "1")[0] == 0
+    assert _run("alias", "delete", "smol", "canary")[0] == 0
+    assert _run("price", "set", "smol", "--prompt-per-1k", "0.5", "--completion-per-1k", "1.5")[0] == 0
+    assert _run("price", "clear", "smol")[0] == 0
+    assert _run("alias", "delete", "smol", "nope")[0] == 1  # refused: nothing is stored, nothing audited
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT actor, action, target FROM audit_log ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("cli", "model.register", "smol"),
+        ("cli", "model.version.create", "smol:1"),
+        ("cli", "model.alias.set", "smol@production"),
+        ("cli", "model.alias.set", "smol@canary"),
+        ("cli", "model.alias.delete", "smol@canary"),
+        ("cli", "model.prices.set", "smol"),
+        ("cli", "model.prices.clear", "smol"),
+    ]

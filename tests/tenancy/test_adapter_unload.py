@@ -176,7 +176,7 @@ async def test_a_worker_on_the_redis_queue_unloads_a_deleted_adapter(
         assert await retired.retired([kept.engine_name, deleted.engine_name]) == {deleted.engine_name}
     finally:
         worker.drain()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 30)  # drain (5 s at most) plus slack for a loaded CI machine
         await queue.purge()
         await queue.close()
         await retired.close()

@@ -22,6 +22,7 @@ from rich.table import Table
 from modelyard.errors import InvalidRequest, ModelNotFound, ModelyardError
 from modelyard.registry.records import ModelInfo, Prices, VersionInfo
 from modelyard.registry.service import Registry, version_fields
+from modelyard.store.audit import CLI_ACTOR
 from modelyard.store.db import default_database_url
 
 app = typer.Typer(no_args_is_help=True, help="Model registry: list, register, show, alias set.")
@@ -160,10 +161,10 @@ def register(
         try:
             registry.get_model(name)
         except ModelNotFound:
-            registry.register_model(name, description=description, is_base_model=base_model)
-        version = registry.create_version(name, **fields)
+            registry.register_model(name, description=description, is_base_model=base_model, actor=CLI_ACTOR)
+        version = registry.create_version(name, **fields, actor=CLI_ACTOR)
         if alias is not None:
-            registry.set_alias(name, alias, version.version)
+            registry.set_alias(name, alias, version.version, actor=CLI_ACTOR)
             version = _find_version(registry.get_model(name), version.version)
     if as_json:
         _print_json(asdict(version))
@@ -199,7 +200,9 @@ def alias_set(
     as_json: AsJson = False,
 ) -> None:
     """Point ALIAS of NAME at VERSION (creating or moving it)."""
-    _alias_change(database_url, as_json, name, alias, lambda r: r.set_alias(name, alias, version))
+    _alias_change(
+        database_url, as_json, name, alias, lambda r: r.set_alias(name, alias, version, actor=CLI_ACTOR)
+    )
 
 
 @alias_app.command("delete")
@@ -210,7 +213,7 @@ def alias_delete(
     as_json: AsJson = False,
 ) -> None:
     """Remove ALIAS from NAME."""
-    _alias_change(database_url, as_json, name, alias, lambda r: r.delete_alias(name, alias))
+    _alias_change(database_url, as_json, name, alias, lambda r: r.delete_alias(name, alias, actor=CLI_ACTOR))
 
 
 @price_app.command("set")
@@ -225,7 +228,9 @@ def price_set(
 ) -> None:
     """Set NAME's prices; servers pick them up within registry_poll_s."""
     with _open(database_url) as registry:
-        model = registry.set_prices(name, prompt_per_1k=prompt_per_1k, completion_per_1k=completion_per_1k)
+        model = registry.set_prices(
+            name, prompt_per_1k=prompt_per_1k, completion_per_1k=completion_per_1k, actor=CLI_ACTOR
+        )
     _print_prices(model, as_json)
 
 
@@ -237,7 +242,7 @@ def price_clear(
 ) -> None:
     """Remove NAME's prices (the tenancy.prices setting applies again)."""
     with _open(database_url) as registry:
-        model = registry.clear_prices(name)
+        model = registry.clear_prices(name, actor=CLI_ACTOR)
     _print_prices(model, as_json)
 
 

@@ -44,6 +44,7 @@ from modelyard.registry.records import (
     check_version_number,
     resolve_in,
 )
+from modelyard.store.audit import SYSTEM_ACTOR, audit
 from modelyard.store.db import create_db_engine
 from modelyard.store.db import migrate as migrate_engine
 
@@ -77,7 +78,13 @@ class Registry:
     # -- writes -----------------------------------------------------------------------------------
 
     def register_model(
-        self, name: str, *, description: str = "", is_base_model: bool = False, owner: str | None = None
+        self,
+        name: str,
+        *,
+        description: str = "",
+        is_base_model: bool = False,
+        owner: str | None = None,
+        actor: str = SYSTEM_ACTOR,
     ) -> ModelInfo:
         """Register a model with no versions yet. Raises :class:`Conflict` if the name is taken."""
         check_name(name)
@@ -90,6 +97,7 @@ class Registry:
             session.add(row)
             session.flush()
             self._bump(session)
+            audit(session, actor, "model.register", name, is_base_model=bool(is_base_model))
             return _model_info(row)
 
     def create_version(
@@ -103,6 +111,7 @@ class Registry:
         context_length: int,
         quantization: str | None = None,
         serving_params: dict[str, Any] | None = None,
+        actor: str = SYSTEM_ACTOR,
     ) -> VersionInfo:
         """Add the next version (1, 2, ...) of a registered model.
 
@@ -121,6 +130,7 @@ class Registry:
         with self._write() as session:
             model = self._get(session, name)
             row = self._add_version(session, model, fields)
+            audit(session, actor, "model.version.create", f"{name}:{row.version}", digest=row.digest)
             return _version_info(model.name, row, ())
 
     def ensure_model(
@@ -160,12 +170,23 @@ class Registry:
                 model = ModelRow(name=name, description=description, is_base_model=bool(is_base_model))
                 session.add(model)
                 session.flush()
+                audit(session, SYSTEM_ACTOR, "model.register", name, is_base_model=bool(is_base_model))
             if not any(_same_version(v, fields) for v in model.versions):
                 row = self._add_version(session, model, fields)
                 self._point_alias(session, model, PRODUCTION_ALIAS, row)
+                audit(
+                    session, SYSTEM_ACTOR, "model.version.create", f"{name}:{row.version}", digest=row.digest
+                )
+                audit(
+                    session,
+                    SYSTEM_ACTOR,
+                    "model.alias.set",
+                    f"{name}@{PRODUCTION_ALIAS}",
+                    version=row.version,
+                )
             return resolve_in({name: _model_info(model)}, name)
 
-    def set_alias(self, name: str, alias: str, version: int) -> None:
+    def set_alias(self, name: str, alias: str, version: int, *, actor: str = SYSTEM_ACTOR) -> None:
         """Point ``alias`` of model ``name`` at ``version`` (creating or moving it)."""
         check_alias(alias)
         check_version_number(version)
@@ -175,8 +196,9 @@ class Registry:
             if target is None:
                 raise ModelNotFound(f"the model '{name}' has no version {version}", param="version")
             self._point_alias(session, model, alias, target)
+            audit(session, actor, "model.alias.set", f"{name}@{alias}", version=version)
 
-    def delete_alias(self, name: str, alias: str) -> None:
+    def delete_alias(self, name: str, alias: str, *, actor: str = SYSTEM_ACTOR) -> None:
         """Remove ``alias`` from model ``name``; :class:`ModelNotFound` if it is not set."""
         check_alias(alias)
         with self._write() as session:
@@ -186,8 +208,11 @@ class Registry:
                 raise ModelNotFound(f"the model '{name}' has no alias '{alias}'", param="alias")
             session.delete(row)
             self._bump(session)
+            audit(session, actor, "model.alias.delete", f"{name}@{alias}")
 
-    def set_prices(self, name: str, *, prompt_per_1k: float, completion_per_1k: float) -> ModelInfo:
+    def set_prices(
+        self, name: str, *, prompt_per_1k: float, completion_per_1k: float, actor: str = SYSTEM_ACTOR
+    ) -> ModelInfo:
         """Set the prices of model ``name`` per 1000 prompt and completion tokens (finite, >= 0)."""
         prompt = check_price(prompt_per_1k, "prompt_per_1k")
         completion = check_price(completion_per_1k, "completion_per_1k")
@@ -197,9 +222,17 @@ class Registry:
                 model.prompt_per_1k, model.completion_per_1k = prompt, completion
                 session.flush()
                 self._bump(session)
+                audit(
+                    session,
+                    actor,
+                    "model.prices.set",
+                    name,
+                    prompt_per_1k=prompt,
+                    completion_per_1k=completion,
+                )
             return _model_info(model)
 
-    def clear_prices(self, name: str) -> ModelInfo:
+    def clear_prices(self, name: str, *, actor: str = SYSTEM_ACTOR) -> ModelInfo:
         """Remove the prices of ``name`` (the ``tenancy.prices`` setting applies again)."""
         with self._write() as session:
             model = self._get(session, name)
@@ -207,6 +240,7 @@ class Registry:
                 model.prompt_per_1k = model.completion_per_1k = None
                 session.flush()
                 self._bump(session)
+                audit(session, actor, "model.prices.clear", name)
             return _model_info(model)
 
     # -- reads ------------------------------------------------------------------------------------

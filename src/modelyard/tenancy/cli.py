@@ -21,13 +21,14 @@ import typer
 from rich.console import Console
 
 from modelyard.errors import ModelyardError
+from modelyard.store.audit import CLI_ACTOR
 
 tenants_app = typer.Typer(no_args_is_help=True, help="Tenants: create, list, show, update, delete.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create (shown once), list, revoke.")
 adapters_app = typer.Typer(no_args_is_help=True, help="Private LoRA adapters of tenants.")
 usage_app = typer.Typer(no_args_is_help=True, help="Usage: totals and CSV/Parquet export.")
 
-ACTOR = "cli"
+ACTOR = CLI_ACTOR
 Config = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (as for serve).")]
 DatabaseUrl = Annotated[str | None, typer.Option("--database-url", help="Metadata store URL.")]
 Json = Annotated[str | None, typer.Option(help='JSON object, e.g. \'{"rpm": 60, "tpm": 100000}\'.')]

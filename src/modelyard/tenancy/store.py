@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.errors import AuthenticationError, Conflict, InvalidRequest, NotFound
+from modelyard.store.audit import audit
 from modelyard.store.db import create_db_engine
 from modelyard.store.db import migrate as migrate_engine
 from modelyard.tenancy.keys import key_digest, mint_key
@@ -121,11 +122,6 @@ class TenancyStore:
     def migrate(self) -> None:
         migrate_engine(self._engine)
 
-    def audit(self, actor: str, action: str, target: str, **detail: Any) -> None:
-        """Record an admin change made outside this store (e.g. registry prices) in the audit log."""
-        with self._write.begin() as s:
-            self._audit(s, actor, action, target, **detail)
-
     def close(self) -> None:
         for hook in self.on_change:
             close = getattr(hook, "close", None)
@@ -139,7 +135,7 @@ class TenancyStore:
     @staticmethod
     def _audit(s: Session, actor: str, action: str, target: str, **detail: Any) -> None:
         s.info["audited"] = True  # bump the auth epoch once this commits
-        s.add(AuditEntry(actor=actor, action=action, target=target, detail=detail))
+        audit(s, actor, action, target, **detail)
 
     # ---- tenants --------------------------------------------------------------------------------
     def create_tenant(

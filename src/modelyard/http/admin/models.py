@@ -113,6 +113,7 @@ async def register_model(request: Request) -> RegisteredModel:
         description=body.description,
         is_base_model=body.is_base_model,
         owner=body.owner,
+        actor=_actor(request),
     )
     return _model(info)
 
@@ -142,6 +143,7 @@ async def create_version(name: str, request: Request) -> ModelVersion:
         context_length=body.context_length,
         quantization=body.quantization,
         serving_params=body.serving_params,
+        actor=_actor(request),
     )
     return _version(info)
 
@@ -150,14 +152,15 @@ async def create_version(name: str, request: Request) -> ModelVersion:
 async def set_alias(name: str, alias: str, request: Request) -> ModelAlias:
     """Create or move an alias (``{"version": n}``)."""
     body = await _body(request, SetAliasRequest)
-    await run_in_threadpool(_registry(request).set_alias, name, alias, body.version)
+    registry, actor = _registry(request), _actor(request)
+    await run_in_threadpool(lambda: registry.set_alias(name, alias, body.version, actor=actor))
     return ModelAlias(model=name, alias=alias, version=body.version)
 
 
 @router.delete("/{name}/aliases/{alias}", response_model=DeletedModelAlias)
 async def delete_alias(name: str, alias: str, request: Request) -> DeletedModelAlias:
     """Remove an alias (404 if it is not set)."""
-    await run_in_threadpool(_registry(request).delete_alias, name, alias)
+    await run_in_threadpool(lambda: _registry(request).delete_alias(name, alias, actor=_actor(request)))
     return DeletedModelAlias(model=name, alias=alias)
 
 
@@ -172,26 +175,28 @@ async def set_prices(name: str, request: Request) -> RegisteredModel:
         name,
         prompt_per_1k=body.prompt_per_1k,
         completion_per_1k=body.completion_per_1k,
+        actor=_actor(request),
     )
-    await _prices_changed(request, name, body.model_dump())
+    await _prices_changed(request)
     return _model(info)
 
 
 @router.delete("/{name}/prices", response_model=RegisteredModel)
 async def clear_prices(name: str, request: Request) -> RegisteredModel:
     """Remove the model's prices (the ``tenancy.prices`` setting applies again)."""
-    info = await run_in_threadpool(_registry(request).clear_prices, name)
-    await _prices_changed(request, name, None)
+    info = await run_in_threadpool(lambda: _registry(request).clear_prices(name, actor=_actor(request)))
+    await _prices_changed(request)
     return _model(info)
 
 
-async def _prices_changed(request: Request, name: str, prices: dict[str, Any] | None) -> None:
-    """Audit the change (with tenancy on) and refresh this process's price book now."""
-    tenancy = getattr(request.state, "tenancy", None)
-    if tenancy is None:
-        return
+def _actor(request: Request) -> str:
+    """Who makes the change, for the audit log (the registry writes it with the change)."""
     principal = getattr(request.state, "principal", None)
-    actor = principal.actor if principal is not None else "anonymous"
-    action = "model.prices.set" if prices is not None else "model.prices.clear"
-    await run_in_threadpool(lambda: tenancy.store.audit(actor, action, name, prices=prices))
-    await run_in_threadpool(tenancy.prices.refresh)
+    return principal.actor if principal is not None else "anonymous"
+
+
+async def _prices_changed(request: Request) -> None:
+    """Refresh this process's price book now (others pick the change up within ``registry_poll_s``)."""
+    tenancy = getattr(request.state, "tenancy", None)
+    if tenancy is not None:
+        await run_in_threadpool(tenancy.prices.refresh)
