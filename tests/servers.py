@@ -7,6 +7,8 @@ all-MiniLM-L6-v2 embedder, so the fast tests need no generative model. Fault-inj
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import socket
 import subprocess
@@ -153,3 +155,19 @@ def remote_config(upstream: str, **extra: Any) -> dict[str, Any]:
         "limits": {"max_n": 4, "max_tokens": 1000, "max_messages": 8, "max_body_bytes": 65536},
         **extra,
     }
+
+
+async def finish_tasks(tasks: list[asyncio.Task[Any]], timeout_s: float, what: str) -> None:
+    """Await ``tasks`` (e.g. draining workers); past ``timeout_s`` fail with the stack of every task still
+    pending in the loop, so a hang on a loaded CI machine says where it was."""
+    done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in done:
+        task.result()
+    if pending:
+        out = io.StringIO()
+        for task in asyncio.all_tasks():
+            if not task.done() and task is not asyncio.current_task():
+                task.print_stack(file=out)
+        for task in pending:
+            task.cancel()
+        raise AssertionError(f"{what} did not finish within {timeout_s}s; pending tasks:\n{out.getvalue()}")

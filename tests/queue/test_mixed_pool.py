@@ -33,7 +33,7 @@ from modelyard.settings import (
     RouterSettings,
     Settings,
 )
-from servers import MockUpstream, free_port, stop_process
+from servers import MockUpstream, finish_tasks, free_port, stop_process
 
 pytestmark = pytest.mark.redis
 
@@ -123,9 +123,10 @@ async def start_worker(pool: Pool) -> AsyncIterator[object]:
         raise AssertionError("the gateway never saw the worker's report")
 
     yield start
-    for w, task in running:
+    for w, _ in running:
         w.drain()
-        await asyncio.wait_for(task, 30)  # drain (5 s at most) plus slack for a loaded CI machine
+    # drain is 5 s at most; the rest is slack for a loaded CI machine
+    await finish_tasks([t for _, t in running], 30, "draining workers")
     await local.close()
 
 

@@ -26,6 +26,7 @@ from modelyard.queue.retired import RetiredAdapters
 from modelyard.queue.worker import Worker
 from modelyard.settings import LocalModelSettings, QueueSettings, Settings
 from modelyard.tenancy.records import AdapterInfo
+from servers import finish_tasks
 from tenancy.test_adapters import write_adapter
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # peft on recent transformers
@@ -176,7 +177,7 @@ async def test_a_worker_on_the_redis_queue_unloads_a_deleted_adapter(
         assert await retired.retired([kept.engine_name, deleted.engine_name]) == {deleted.engine_name}
     finally:
         worker.drain()
-        await asyncio.wait_for(task, 30)  # drain (5 s at most) plus slack for a loaded CI machine
+        await finish_tasks([task], 30, "draining the worker")  # 5 s drain plus slack for a loaded machine
         await queue.purge()
         await queue.close()
         await retired.close()
