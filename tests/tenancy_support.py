@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import redis
 
 from databases import fresh_database_url
 from modelyard.tenancy.store import TenancyStore
+from servers import RemoteServer
 
 __all__ = ["fresh_database_url"]
 
@@ -57,3 +59,19 @@ def bootstrap_admin(database_url: str) -> str:
         return s.create_key(None, ["admin"], actor="test")[1]
     finally:
         s.close()
+
+
+def tiny_tenancy_server(tmp: Path, base: Path) -> tuple[RemoteServer, str]:
+    """``modelyard serve`` with tenancy on SQLite in ``tmp`` serving only the tiny model ``base`` as
+    ``tiny`` (two adapter slots of rank 8), and a system admin key for it."""
+    db = f"sqlite:///{tmp / 'db.sqlite'}"
+    admin = bootstrap_admin(db)
+    cfg = tenancy_config("http://127.0.0.1:9", db)
+    cfg.update(
+        deployments=[],
+        fallbacks={},
+        embedders=[],
+        local_models=[{"name": "tiny", "source": str(base)}],
+        engine={"max_model_len": 128, "max_loras": 2, "max_lora_rank": 8},
+    )
+    return RemoteServer(tmp, cfg, ready_timeout_s=300), admin

@@ -16,7 +16,7 @@ import pytest
 from engine.helpers import write_tiny_llama
 from servers import RemoteServer
 from tenancy.test_adapters import write_adapter
-from tenancy_support import bootstrap_admin, tenancy_config
+from tenancy_support import tiny_tenancy_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # peft on recent transformers
 BODY = {"model": "tiny:support", "prompt": [5, 6, 7, 8, 9], "max_tokens": 8, "temperature": 0}
@@ -53,17 +53,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     tmp = tmp_path_factory.mktemp("delete")
     base = write_tiny_llama(tmp / "tiny")
     loras = {k: write_adapter(base, tmp / k, seed=s) for k, s in (("old", 21), ("new", 22))}
-    db = f"sqlite:///{tmp / 'db.sqlite'}"
-    admin = bootstrap_admin(db)
-    cfg = tenancy_config("http://127.0.0.1:9", db)
-    cfg.update(
-        deployments=[],
-        fallbacks={},
-        embedders=[],
-        local_models=[{"name": "tiny", "source": str(base)}],
-        engine={"max_model_len": 128, "max_loras": 2, "max_lora_rank": 8},
-    )
-    srv = RemoteServer(tmp, cfg, ready_timeout_s=300)
+    srv, admin = tiny_tenancy_server(tmp, base)
     h = {"authorization": f"Bearer {admin}"}
     httpx.post(
         srv.url + "/admin/tenants", headers=h, json={"id": "acme", "models": ["tiny"]}

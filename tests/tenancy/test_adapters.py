@@ -14,7 +14,7 @@ import torch
 
 from engine.helpers import write_tiny_llama
 from servers import RemoteServer
-from tenancy_support import bootstrap_admin, tenancy_config
+from tenancy_support import tiny_tenancy_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # peft on recent transformers
 
@@ -52,17 +52,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("adapters")
     base = write_tiny_llama(tmp / "tiny")
-    db = f"sqlite:///{tmp / 'db.sqlite'}"
-    admin = bootstrap_admin(db)
-    cfg = tenancy_config("http://127.0.0.1:9", db)
-    cfg.update(
-        deployments=[],
-        fallbacks={},
-        embedders=[],
-        local_models=[{"name": "tiny", "source": str(base)}],
-        engine={"max_model_len": 128, "max_loras": 2, "max_lora_rank": 8},
-    )
-    srv = RemoteServer(tmp, cfg, ready_timeout_s=300)
+    srv, admin = tiny_tenancy_server(tmp, base)
     h = {"authorization": f"Bearer {admin}"}
     keys = {}
     for i, tenant in enumerate(("acme", "globex")):
