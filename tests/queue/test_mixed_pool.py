@@ -9,8 +9,8 @@ against the workers' and the upstream's own counts.
 from __future__ import annotations
 
 import asyncio
-import os
 import math
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
