@@ -136,11 +136,14 @@ class Bench:
             "dtype": str(engine.dtype).removeprefix("torch."),
             "device": str(engine.device),
             "num_kv_blocks": engine.stats().num_kv_blocks,
+            # what the engine chose from the CPU's capability (dtype, weight format, threads, KV)
+            "run_config": engine.run_config,
         }
         _modelyard.warmup(engine, self.ids)
         if "throughput" in self.sections and "modelyard" in self.contenders:
-            tput, ttft = {}, {}
+            tput, ttft, preempted = {}, {}, {}
             for c in s.concurrencies:
+                before = engine.stats().num_preemptions
                 run = _modelyard.run_requests(
                     engine,
                     self._prompts(c),
@@ -150,8 +153,10 @@ class Bench:
                     label=f"modelyard c={c}",
                 )
                 tput[str(c)], ttft[str(c)] = run.tok_s, run.ttft_s
+                preempted[str(c)] = engine.stats().num_preemptions - before
             self.result["throughput_tok_s"]["modelyard"] = tput
             self.result["ttft_s"]["modelyard"] = ttft
+            self.result["preemptions"] = {"modelyard": preempted}
         if "prefix" in self.sections:
             self.result["prefix_cache"] = _modelyard.prefix_ttft(engine, self.ids, s, self.progress)
         if "lora" in self.sections:

@@ -102,7 +102,7 @@ def _engine(args: argparse.Namespace, cache: Path, quantize_head: bool) -> Any:
     cfg = EngineConfig(
         device="cpu",
         dtype=args.dtype,
-        quantization=args.quant,
+        quantization=None if args.quant == "none" else args.quant,
         quantize_lm_head=quantize_head,
         num_threads=args.threads,
         seed=0,
@@ -118,14 +118,14 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--quant", default=None)
+    ap.add_argument("--quant", default="auto", help="auto (the engine's choice), none, int8, int4, dual")
     ap.add_argument("--compare-head", action="store_true", help="int8 vs plain LM head, interleaved")
     ap.add_argument("--c1-tokens", type=int, default=0, help="also time one 128+N-token request")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile", type=int, default=0, help="batch size to profile with torch.profiler")
     args = ap.parse_args()
-    if args.compare_head and not args.quant:
+    if args.compare_head and args.quant in ("auto", "none"):
         ap.error("--compare-head needs --quant int8 or int4")
 
     cache = Path.home() / ".cache" / "modelyard" / "bench"
@@ -134,7 +134,7 @@ def main() -> None:
         StepBench("int8 head" if h and args.quant else "plain head", _engine(args, cache, h)) for h in heads
     ]
     eng = benches[0].eng
-    print(f"model={args.model} dtype={eng.dtype} quant={args.quant} threads={torch.get_num_threads()}")
+    print(f"model={args.model} {eng.run_config}")
     batches = [int(x) for x in args.batches.split(",")]
     for bench in benches:
         bench.decode(1, 4)  # warm-up

@@ -83,7 +83,16 @@ def test_json_has_the_documented_shape(tiny_result: dict[str, Any]) -> None:
     assert quant["int8"]["weight_bytes"] < quant["bf16"]["weight_bytes"] < quant["fp32"]["weight_bytes"]
 
     names = [t["name"] for t in r["targets"]]
-    assert len(names) == 9 and all(set(t) == {"name", "value", "target", "met"} for t in r["targets"])
+    assert len(names) == 14 and all(set(t) == {"name", "value", "target", "met"} for t in r["targets"])
+    # the engine's own choice from the CPU's capability, and preemptions per concurrency
+    run_config = r["engine"]["run_config"]
+    assert run_config["cpu"]["isa"] and isinstance(run_config["cpu"]["native_bf16"], bool)
+    assert run_config["dtype"] == r["engine"]["dtype"] and run_config["threads"] >= 1
+    assert run_config["kv_cache_bytes"] > 0
+    assert set(r["preemptions"]["modelyard"]) == {"1", "3"}
+    assert all(n == 0 for n in r["preemptions"]["modelyard"].values())
+    no_preemption = next(t for t in r["targets"] if t["name"].startswith("preemptions"))
+    assert no_preemption["met"] is True
     lora_ratio = next(t for t in r["targets"] if t["name"].startswith("8 adapters"))
     assert lora_ratio["value"] == pytest.approx(r["lora"]["adapters2_tok_s"] / r["lora"]["base_tok_s"])
 
@@ -99,6 +108,8 @@ def test_report_prints_every_section(tiny_result: dict[str, Any], capsys: pytest
         "Multi-LoRA",
         "Quantization",
         "Targets",
+        "modelyard preemptions: c=1: 0",
+        "modelyard chose dtype=",
     ):
         assert text in out
 

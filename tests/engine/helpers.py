@@ -113,7 +113,7 @@ class PagedDriver:
     def __init__(self, model: Any, *, num_blocks: int = 64, block_size: int = 4) -> None:
         cfg = model.config
         dtype = next(model.parameters()).dtype
-        shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
+        shape = (cfg.num_kv_heads, num_blocks, block_size, cfg.head_dim)
         self.model = model
         self.block_size = block_size
         self.kv = [

@@ -6,11 +6,14 @@ from dataclasses import dataclass
 
 import torch
 
+from modelyard.engine.cpu import AutoChoice, choose
 from modelyard.errors import ConfigError
 
 _DTYPES = ("auto", "float32", "bfloat16")
 _DEVICES = ("auto", "cpu", "cuda")
-_QUANT = (None, "int8", "int4")
+_QUANT = (None, "auto", "int8", "int4", "dual")
+DEFAULT_KV_CACHE_MEMORY_FRACTION = 0.1
+MIN_AUTO_KV_CACHE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -25,11 +28,21 @@ class EngineConfig:
       model's ``max_position_embeddings`` and by the KV cache size.
     - ``block_size``: tokens per KV-cache block (and per prefix-cache entry).
     - ``num_kv_blocks`` / ``kv_cache_bytes``: KV-cache size, as a block count or as a memory budget
-      (bytes of K and V over all layers); if both are ``None``, 256 MiB.
+      (bytes of K and V over all layers); if both are ``None``, ``kv_cache_memory_fraction`` of the
+      memory available when the engine starts (at least 64 MiB), capped at what ``max_num_seqs``
+      sequences of ``max_model_len`` tokens can use.
+    - ``kv_cache_memory_fraction``: that share of available memory (``MemAvailable``, or the
+      cgroup limit where lower), as vLLM's CPU backend takes a KV space; 0.1 by default.
     - ``enable_prefix_caching``: reuse the KV blocks of full prompt blocks across requests.
-    - ``dtype``: ``"auto"`` = bfloat16 on CUDA and on CPUs with AVX512-bf16 / AMX, else float32.
+    - ``dtype``: ``"auto"`` = bfloat16 on CUDA and on CPUs with AVX512-bf16 / AMX, else float32
+      (``ATEN_CPU_CAPABILITY=avx2`` / ``ONEDNN_MAX_CPU_ISA=AVX2`` make such a CPU count as AVX2).
     - ``device``: ``"auto"`` = CUDA when available, else CPU.
-    - ``quantization``: ``None``, ``"int8"`` or ``"int4"`` weight-only quantization.
+    - ``quantization``: ``"auto"`` (with ``dtype: auto``: the fastest format for this CPU, i.e. none
+      with native bf16 and ``dual`` without; with an explicit ``dtype``: none), ``None``, ``"int8"``
+      or ``"int4"`` weight-only quantization, or ``"dual"``: dense weights for large batches plus a
+      compact copy for batches of a few rows (int4 where the checkpoint's weights are already 4-bit,
+      so it is exact, else int8; the LM head int8): fastest on CPUs without native bf16, 12-25 %
+      more memory than float32.
     - ``quantize_lm_head``: with ``quantization`` set, also store the LM head and token embedding
       (one matrix when tied) as per-row int8; ``False`` keeps them in the model dtype (exact logits
       layer, more memory, slower decode head).
@@ -46,10 +59,11 @@ class EngineConfig:
     block_size: int = 16
     num_kv_blocks: int | None = None
     kv_cache_bytes: int | None = None
+    kv_cache_memory_fraction: float = DEFAULT_KV_CACHE_MEMORY_FRACTION
     enable_prefix_caching: bool = True
     dtype: str = "auto"
     device: str = "auto"
-    quantization: str | None = None
+    quantization: str | None = "auto"
     quantize_lm_head: bool = True
     max_loras: int = 8
     max_lora_rank: int = 64
@@ -73,12 +87,19 @@ class EngineConfig:
                 f"engine.long_prefill_token_threshold={self.long_prefill_token_threshold!r} is invalid: "
                 "set 0 (no limit) or a positive integer"
             )
+        fraction = self.kv_cache_memory_fraction
+        if not isinstance(fraction, int | float) or not 0 < fraction <= 0.9:
+            raise ConfigError(
+                f"engine.kv_cache_memory_fraction={fraction!r} is invalid: set a share in (0, 0.9]"
+            )
         if self.dtype not in _DTYPES:
             raise ConfigError(f"engine.dtype={self.dtype!r} is invalid: use one of {', '.join(_DTYPES)}")
         if self.device not in _DEVICES:
             raise ConfigError(f"engine.device={self.device!r} is invalid: use one of {', '.join(_DEVICES)}")
         if self.quantization not in _QUANT:
-            raise ConfigError(f"engine.quantization={self.quantization!r} is invalid: use none, int8 or int4")
+            raise ConfigError(
+                f"engine.quantization={self.quantization!r} is invalid: use auto, none, int8, int4 or dual"
+            )
         if not isinstance(self.quantize_lm_head, bool):
             raise ConfigError(
                 f"engine.quantize_lm_head={self.quantize_lm_head!r} is invalid: use true or false"
@@ -94,21 +115,33 @@ class EngineConfig:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
-    def resolved_dtype(self) -> torch.dtype:
-        """The compute dtype (``auto`` resolved for the resolved device)."""
-        if self.dtype == "float32":
-            return torch.float32
-        if self.dtype == "bfloat16":
-            return torch.bfloat16
-        if self.resolved_device().type == "cuda":
-            return torch.bfloat16
-        return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+    def auto_choice(self) -> AutoChoice:
+        """``dtype`` and ``quantization`` resolved for this device and CPU (see ``engine/cpu.py``)."""
+        return choose(self.resolved_device(), self.dtype, self.quantization)
 
-    def num_blocks_for(self, bytes_per_block: int) -> int:
-        """KV blocks to allocate, given the bytes one block takes over all layers (K and V)."""
+    def resolved_dtype(self) -> torch.dtype:
+        """The compute dtype (``auto`` resolved for the resolved device and CPU)."""
+        return self.auto_choice().dtype
+
+    def resolved_quantization(self) -> str | None:
+        """The weight format (``auto`` resolved; ``None`` = plain weights in the compute dtype)."""
+        return self.auto_choice().quantization
+
+    def num_blocks_for(self, bytes_per_block: int, *, max_model_len: int | None = None) -> int:
+        """KV blocks to allocate, given the bytes one block takes over all layers (K and V).
+
+        ``max_model_len``: the model's context, which with ``max_num_seqs`` caps an automatic size.
+        """
         if self.num_kv_blocks is not None:
             return self.num_kv_blocks
-        budget = self.kv_cache_bytes if self.kv_cache_bytes is not None else 256 * 1024 * 1024
+        if self.kv_cache_bytes is not None:
+            budget = self.kv_cache_bytes
+        else:
+            budget = max(int(available_memory() * self.kv_cache_memory_fraction), MIN_AUTO_KV_CACHE_BYTES)
+            context = self.max_model_len or max_model_len
+            if context is not None:
+                need = -(-context // self.block_size) * self.max_num_seqs * bytes_per_block
+                budget = min(budget, need)
         blocks = budget // bytes_per_block
         if blocks < 1:
             raise ConfigError(
@@ -117,14 +150,24 @@ class EngineConfig:
         return int(blocks)
 
 
-def _cpu_has_fast_bf16() -> bool:
-    """Whether this CPU does bf16 matmuls natively (AVX512-bf16 or AMX), where bf16 beats fp32."""
+def available_memory() -> int:
+    """Bytes of memory available to this process now: ``MemAvailable``, or the cgroup limit minus
+    its usage where that is lower (containers)."""
+    avail = 0
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+        with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return "avx512_bf16" in flags or "amx_bf16" in flags
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
     except OSError:
-        return False
-    return False
+        pass
+    try:
+        limit = open("/sys/fs/cgroup/memory.max", encoding="ascii").read().strip()
+        if limit != "max":
+            used = int(open("/sys/fs/cgroup/memory.current", encoding="ascii").read())
+            cgroup_free = max(int(limit) - used, 0)
+            avail = min(avail, cgroup_free) if avail else cgroup_free
+    except (OSError, ValueError):
+        pass
+    return avail or 4 * 1024**3  # unknown platform: assume a few GiB are free

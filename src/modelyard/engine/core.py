@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from modelyard.engine.sequence import Sequence
 from modelyard.errors import AdapterNotFound, Conflict, ContextLengthExceeded, InvalidRequest
 
 MAX_LOGPROBS = 20
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -84,6 +86,12 @@ class LLMEngine:
         if config.num_threads is not None and self.device.type == "cpu":
             torch.set_num_threads(config.num_threads)
         self.runner = ModelRunner(loaded.model, loaded.config, config, dtype=self.dtype, device=self.device)
+        self.run_config = self._run_config(loaded.model)
+        log.info(
+            "engine %s: %s",
+            loaded.config.architecture,
+            " ".join(f"{k}={v}" for k, v in self.run_config.items()),
+        )
         self.block_manager = BlockManager(
             self.runner.num_blocks, config.block_size, config.enable_prefix_caching
         )
@@ -112,6 +120,24 @@ class LLMEngine:
         self._queue_time_counts = [0] * (len(QUEUE_TIME_BUCKETS) + 1)
         self._queue_time_sum = 0.0
 
+    def _run_config(self, model: Any) -> dict[str, Any]:
+        """What this engine runs with, as chosen from the settings and the CPU (logged, and reported
+        by ``bench.engine``): device, CPU capability, dtype, weight format, threads, KV cache."""
+        from modelyard.engine.cpu import detect_cpu
+        from modelyard.engine.quant import weight_bytes
+
+        return {
+            "device": str(self.device),
+            "cpu": detect_cpu().as_dict() if self.device.type == "cpu" else None,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "quantization": weight_format(model),
+            "settings": {"dtype": self.config.dtype, "quantization": self.config.quantization},
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+            "weight_bytes": weight_bytes(model),
+            "kv_cache_bytes": self.runner.kv_cache_bytes,
+            "num_kv_blocks": self.runner.num_blocks,
+        }
+
     @classmethod
     def from_source(
         cls, source: str | Path, engine_config: EngineConfig | None = None, *, cache_dir: Path
@@ -120,12 +146,13 @@ class LLMEngine:
         from modelyard.engine.loader import load_model
 
         config = engine_config or EngineConfig()
+        choice = config.auto_choice()
         loaded = load_model(
             source,
             cache_dir=cache_dir,
-            dtype=config.resolved_dtype(),
+            dtype=choice.dtype,
             device=config.resolved_device(),
-            quantization=config.quantization,
+            quantization=choice.quantization,
             quantize_head=config.quantize_lm_head,
         )
         return cls(loaded, config)
@@ -355,3 +382,15 @@ class LLMEngine:
                 if o.request_id in tokens:
                     tokens[o.request_id][o.index].extend(o.token_ids)
         return tokens
+
+
+def weight_format(model: Any) -> str | None:
+    """The weight format a loaded model holds: ``dual``, ``int8``, ``int4`` or None (plain)."""
+    from modelyard.engine.layers.linear import Int4Weight, Linear
+
+    linears = [m for m in model.modules() if isinstance(m, Linear) and m.qweight is not None]
+    if not linears:
+        return None
+    if any(m.weight is not None for m in linears):
+        return "dual"
+    return "int4" if any(isinstance(m.qweight, Int4Weight) for m in linears) else "int8"

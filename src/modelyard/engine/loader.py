@@ -1,20 +1,25 @@
 """Load a model for the engine from a GGUF file or a Hugging Face folder.
 
 A GGUF file is converted ONCE (weights dequantised to float32, tokenizer and chat template
-extracted, by transformers' GGUF support) into an HF-style folder under
+extracted; :mod:`modelyard.engine.gguf_convert`, identical to transformers' GGUF support but
+several times faster) into an HF-style folder under
 ``cache_dir / <sha256 of the GGUF>``; later loads read that folder (about a second). The cache is
 written to a temporary folder and renamed into place, so a crash never leaves a half cache.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,8 @@ GEMMA_CHAT_TEMPLATE = (
 )
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
 _META = "modelyard.json"
+_TOKENIZER_EXTRAS = frozenset({"special_tokens_map.json", "added_tokens.json", "chat_template.json"})
+_WEIGHT_COPY = threading.Lock()  # guards torch.set_num_threads, which is process-wide
 
 
 @dataclass(slots=True)
@@ -119,46 +126,73 @@ def _weights_digest(folder: Path) -> str:
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
-    """Write ``target`` (HF folder) from ``gguf`` atomically: build in a temp folder, then rename."""
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Write ``target`` (HF folder) from ``gguf`` atomically: build in a temp folder, then rename.
+
+    A lock file beside ``target`` makes a second process (or server) sharing the cache wait for
+    the first one's conversion instead of converting again.
+    """
+    from modelyard.engine.gguf_convert import convert_gguf
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tied = bool(getattr(hf_model.config, "tie_word_embeddings", False))
-        state = {
-            k: v.contiguous()
-            for k, v in hf_model.state_dict().items()
-            if not (tied and k == "lm_head.weight")
-        }
-        save_file(state, str(tmp / "model.safetensors"))
-        hf_model.config.save_pretrained(tmp)
-        is_base = tokenizer.chat_template is None
-        tokenizer.save_pretrained(tmp)
-        meta = {"source": str(gguf), "gguf_sha256": target.name, "is_base_model": is_base}
-        (tmp / _META).write_text(json.dumps(meta))
-        del hf_model, state
+    with _conversion_lock(target):
+        if (target / _META).exists():  # converted by whoever held the lock before us
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / _META).exists():  # someone else won the race only if their cache is whole
-                raise
+            is_base = convert_gguf(gguf, tmp)
+            meta = {"source": str(gguf), "gguf_sha256": target.name, "is_base_model": is_base}
+            (tmp / _META).write_text(json.dumps(meta))
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not (target / _META).exists():  # someone else won the race only if their cache is whole
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            raise
+
+
+@contextlib.contextmanager
+def _conversion_lock(target: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<cache>/.<digest>.lock`` for the duration of one conversion."""
+    with open(target.parent / f".{target.name}.lock", "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _eos_ids(config: ModelConfig, tokenizer: Any) -> list[int]:
     ids = list(config.eos_token_ids)
     if tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))
-    vocab = tokenizer.get_vocab()
-    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
+    backend = tokenizer.backend_tokenizer  # token_to_id: no copy of a 262k-entry vocabulary
+    ids += [i for i in (backend.token_to_id(t) for t in END_OF_TURN_TOKENS) if i is not None]
     return sorted(set(ids))
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    """The folder's fast tokenizer, as ``PreTrainedTokenizerFast.from_pretrained(folder)`` gives it.
+
+    Built from ``tokenizer.json`` + ``tokenizer_config.json`` (+ ``chat_template.jinja``) directly:
+    ``from_pretrained`` also parses the whole ``tokenizer.json`` in Python, about a second for
+    Gemma's 262k-token vocabulary. Falls back to ``from_pretrained`` for any other folder layout.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    files = {p.name for p in folder.iterdir()}
+    if not {"tokenizer.json", "tokenizer_config.json"} <= files or files & _TOKENIZER_EXTRAS:
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    kwargs = json.loads((folder / "tokenizer_config.json").read_text())
+    for key in ("backend", "is_local", "local_files_only", "tokenizer_class", "auto_map"):
+        kwargs.pop(key, None)
+    if "chat_template.jinja" in files:
+        kwargs["chat_template"] = (folder / "chat_template.jinja").read_text()
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(folder / "tokenizer.json"), name_or_path=str(folder), **kwargs
+    )
 
 
 def _load_weights(model: Any, folder: Path, dtype: torch.dtype) -> None:
@@ -175,13 +209,15 @@ def _load_weights(model: Any, folder: Path, dtype: torch.dtype) -> None:
                     yield key, sf.get_tensor(key).to(dtype)
 
     # Copying from the mmap'd file with several threads makes them fight over page faults
-    # (~10x slower here); one thread copies at memory speed.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model.load_weights(tensors())
-    finally:
-        torch.set_num_threads(threads)
+    # (~10x slower here); one thread copies at memory speed. torch's thread count is process-wide,
+    # so concurrent loads take turns (the copy is memory-bound anyway) and restore it in order.
+    with _WEIGHT_COPY:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            model.load_weights(tensors())
+        finally:
+            torch.set_num_threads(threads)
 
 
 def load_model(
@@ -219,13 +255,11 @@ def load_model(
             raise ConfigError(f"{path} has no config.json")
         folder, digest = path, _weights_digest(path)
 
-    from transformers import PreTrainedTokenizerFast
-
     hf_cfg = json.loads((folder / "config.json").read_text())
     config = ModelConfig.from_hf(hf_cfg)
     model = build_model(config, dtype=dtype, device=device)
     _load_weights(model, folder, dtype)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+    tokenizer = _load_tokenizer(folder)
     meta = json.loads((folder / _META).read_text()) if (folder / _META).exists() else {}
     chat_template = tokenizer.chat_template
     is_base = bool(meta.get("is_base_model", chat_template is None))

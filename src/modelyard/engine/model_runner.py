@@ -1,16 +1,18 @@
 """Runs one scheduled step on the model: ForwardBatch in, sampled tokens out.
 
 Owns the paged KV cache tensors (one ``(k, v)`` pair per layer, each
-``[num_blocks, block_size, num_kv_heads, head_dim]`` in the model dtype) and the sampler. Index
+``[num_kv_heads, num_blocks, block_size, head_dim]`` in the model dtype) and the sampler. Index
 tensors are built from Python lists with one ``torch.tensor`` call each: per-step Python work is
 O(tokens) list appends, no per-token tensor ops.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from modelyard.engine.config import EngineConfig
@@ -19,6 +21,20 @@ from modelyard.engine.layers.attention import prepare_attention
 from modelyard.engine.sampler import Sampler, SamplerOutput
 from modelyard.engine.scheduler import SchedulerOutput
 from modelyard.engine.sequence import Sequence
+
+
+def zeroed(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zero tensor whose memory is only committed as it is written, on a CPU.
+
+    ``torch.zeros`` writes every byte: for a KV cache sized from available memory (GBs) that is
+    seconds of start-up and the whole size resident at once. ``numpy.zeros`` allocates with
+    ``calloc``, which for a large block maps fresh zero pages from the kernel and writes nothing, so
+    a block's pages are committed when a sequence first uses it (blocks are handed out from id 0).
+    """
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    nbytes = math.prod(shape) * dtype.itemsize
+    return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(dtype).view(shape)
 
 
 @dataclass(slots=True)
@@ -49,11 +65,10 @@ class ModelRunner:
             * torch.finfo(dtype).bits
             // 8
         )
-        self.num_blocks = config.num_blocks_for(bytes_per_block)
-        shape = (self.num_blocks, config.block_size, mc.num_kv_heads, mc.head_dim)
+        self.num_blocks = config.num_blocks_for(bytes_per_block, max_model_len=mc.max_position_embeddings)
+        shape = (mc.num_kv_heads, self.num_blocks, config.block_size, mc.head_dim)
         self.kv_caches = [
-            (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
-            for _ in range(mc.num_layers)
+            (zeroed(shape, dtype, device), zeroed(shape, dtype, device)) for _ in range(mc.num_layers)
         ]
         self.kv_cache_bytes = bytes_per_block * self.num_blocks
         self.sampler = Sampler(device, config.seed)

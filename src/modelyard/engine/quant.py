@@ -10,6 +10,15 @@
 On CPU both kernels take bf16 activations, in a float32 model too (their float32 variants are 6-8x
 slower than dense float32 on AVX2; see :func:`modelyard.engine.layers.linear.kernel_input`).
 
+- ``dual``: a compact copy of every Linear AND its dense weight: the copy's kernel for batches of
+  up to ``DUAL_MAX_ROWS`` rows (decode of a few sequences, bound by weight bytes), the dense matmul
+  above (prefill, wide decode, bound by arithmetic). The copy is int4 where the weight round-trips
+  through group-32 int4 exactly (a checkpoint that was 4-bit already, e.g. GGUF Q4_0/Q4_1), else
+  int8, so ``dual`` never changes a weight by more than int8 rounding. The auto choice on CPUs
+  without native bf16, where no quantized path beats a dense float32 matmul past a few rows (see
+  ``engine/cpu.py``). The token embedding stays dense for lookups; with ``head=True`` the LM head
+  gets an int8 copy too.
+
 The LM head and the token embedding (``head=True``, the default) become per-row int8 in both
 modes: one int8 table serves a tied model's head (the int8 matmul kernel) and its input lookup
 (only the gathered rows are dequantized), so the matrix is stored once. int8 rather than int4
@@ -24,10 +33,10 @@ import torch
 from torch import nn
 
 from modelyard.engine.layers.embedding import Embedding
-from modelyard.engine.layers.linear import Int4Weight, Int8Weight, Linear
+from modelyard.engine.layers.linear import Int4Weight, Int8Weight, Linear, kernel_input
 from modelyard.errors import ConfigError
 
-MODES = ("int8", "int4")
+MODES = ("int8", "int4", "dual")
 _GROUP_SIZES = (32, 64, 128)  # smallest first: GGUF Q4 checkpoints use blocks of 32
 
 
@@ -62,10 +71,29 @@ def quantize_int4(weight: torch.Tensor, group_size: int) -> Int4Weight:
     """Grouped asymmetric int4 of ``weight [out, in]`` in the CPU int4pack layout."""
     q, scale, zero = _int4_codes(weight, group_size)
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), 2)
-    scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(weight.dtype)
+    # Stored in the kernel's dtype (bf16 in a float32 model): no conversion per call.
+    scales_zeros = kernel_input(
+        torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(weight.dtype)
+    )
     return Int4Weight(
         packed=packed, scales_zeros=scales_zeros, group_size=group_size, out_features=weight.shape[0]
     )
+
+
+# A group's int4 round trip counts as exact when no weight moves by more than this share of the
+# group's step: float rounding of a checkpoint that was 4-bit already, not quantization.
+INT4_EXACT_TOLERANCE = 0.01
+
+
+def int4_is_exact(weight: torch.Tensor, group_size: int) -> bool:
+    """Whether group-``group_size`` int4 reproduces ``weight`` (up to float rounding)."""
+    if weight.device.type != "cpu":
+        return False
+    q, scale, zero = _int4_codes(weight, group_size)
+    out_f = weight.shape[0]
+    deq = (q.reshape(out_f, -1, group_size).float() - 8.0) * scale[..., None] + zero[..., None]
+    err = (deq - weight.float().reshape(out_f, -1, group_size)).abs().amax(dim=-1)
+    return bool((err <= INT4_EXACT_TOLERANCE * scale).all())
 
 
 def fake_quantize(weight: torch.Tensor, mode: str) -> torch.Tensor:
@@ -90,8 +118,13 @@ def quantize_(model: nn.Module, mode: str, *, head: bool = True) -> None:
     if mode not in MODES:
         raise ConfigError(f"unknown quantization {mode!r}; choose one of {', '.join(MODES)}")
     lm_head = _head(model)
+    dual = mode == "dual"
     for module in model.modules():
         if isinstance(module, Embedding):
+            if dual:
+                if head and module.qweight is None and module.weight is not None:
+                    module.qweight = quantize_int8(module.weight.data, head=True)
+                continue
             if head and module.qweight is None:
                 assert module.weight is not None
                 module.qweight = quantize_int8(module.weight.data, head=True)
@@ -105,6 +138,15 @@ def quantize_(model: nn.Module, mode: str, *, head: bool = True) -> None:
             raise ConfigError("quantize_ needs plain weights: quantize before packing (Linear.pack_for_cpu)")
         weight = module.weight.data
         group = group_size_for(module.in_features)
+        if dual:
+            is_head = module is lm_head
+            exact4 = not is_head and group is not None and int4_is_exact(weight, group)
+            module.qweight = (
+                quantize_int4(weight, group)  # type: ignore[arg-type]
+                if exact4
+                else quantize_int8(weight, head=is_head)
+            )
+            continue
         if mode == "int4" and module is not lm_head and group is not None and weight.device.type == "cpu":
             module.qweight = quantize_int4(weight, group)
         else:

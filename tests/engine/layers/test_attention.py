@@ -52,8 +52,8 @@ def _naive(
 @pytest.mark.parametrize("window", [None, 3])
 def test_mixed_batch_matches_naive(window: int | None) -> None:
     torch.manual_seed(0)
-    k_cache = torch.zeros(32, BS, KV, D)
-    v_cache = torch.zeros(32, BS, KV, D)
+    k_cache = torch.zeros(KV, 32, BS, D)  # head-major: [kv_heads, blocks, block_size, head_dim]
+    v_cache = torch.zeros(KV, 32, BS, D)
     # decode (ctx 9), chunk after a cached prefix (5 cached + 6 new), decode (ctx 2), fresh prefill (7)
     seqs = [(8, 1), (5, 6), (1, 1), (0, 7)]
     tables = [[3, 7, 9], [1, 2, 11], [5], [4, 6]]
@@ -61,7 +61,7 @@ def test_mixed_batch_matches_naive(window: int | None) -> None:
     for i, (cached, _) in enumerate(seqs):  # earlier steps already wrote the cached prefix
         for p in range(cached):
             b = tables[i][p // BS]
-            k_cache[b, p % BS], v_cache[b, p % BS] = history[i][0][p], history[i][1][p]
+            k_cache[:, b, p % BS], v_cache[:, b, p % BS] = history[i][0][p], history[i][1][p]
     batch = _batch(seqs, tables)
     meta = prepare_attention(batch)
     assert [(s.start, s.end, s.context_len) for s in meta.prefills] == [(1, 7, 11), (8, 15, 7)]
@@ -77,7 +77,7 @@ def test_mixed_batch_matches_naive(window: int | None) -> None:
         torch.testing.assert_close(out[start : start + new], ref, atol=1e-5, rtol=1e-5)
         start += new
     # every token's K/V landed in its slot
-    assert torch.equal(k_cache[tables[3][1], 2], history[3][0][6])
+    assert torch.equal(k_cache[:, tables[3][1], 2], history[3][0][6])
 
 
 def test_contiguous_decodes_use_a_slice() -> None:

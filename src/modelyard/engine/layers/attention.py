@@ -8,6 +8,11 @@ Per step the runner calls :func:`prepare_attention` once; it splits the batch in
   prefix): one SDPA call each. A prompt with no cached prefix attends to its fresh K/V directly
   (``is_causal``) without reading the cache back.
 
+Cache layout, per layer: K and V each ``[kv_heads, num_blocks, block_size, head_dim]`` (heads
+outermost), so a gather of a sequence's blocks along dim 1 is already the ``[kv_heads, keys,
+head_dim]`` matrix the matmuls read: one copy per step and layer, not a gather plus a transposing
+copy (that second copy was ~12 % of a batch-32 decode step in float32).
+
 Keys sit at cache index == absolute position, so causal and sliding-window masks compare positions:
 a key at ``k`` is visible to a query at ``q`` when ``k <= q`` and, for a window ``w``, ``q - k < w``.
 Masks for a window are built lazily the first time a layer with that window asks, then reused by
@@ -66,8 +71,9 @@ class DecodeGroup:
     masks: dict[int | None, torch.Tensor] = field(default_factory=dict)
 
     def bias(self, window: int | None, n_kv: int, group: int) -> torch.Tensor:
-        """``[D * n_kv, group, max_len]`` float32 additive mask (materialised once per step, the
-        ``baddbmm`` input): 0 where key index < context_len (and within the window), -inf elsewhere."""
+        """``[n_kv * D, group, max_len]`` float32 additive mask (KV head major, as the gathered cache;
+        materialised once per step, the ``baddbmm`` input): 0 where key index < context_len (and within
+        the window), -inf elsewhere."""
         if window not in self.masks:
             k_pos = torch.arange(self.max_len, device=self.blocks.device)[None, :]
             ctx = self.context_lens[:, None]
@@ -77,8 +83,8 @@ class DecodeGroup:
             bias = torch.zeros(m.shape, dtype=torch.float32, device=m.device).masked_fill_(~m, float("-inf"))
             n_seqs = bias.shape[0]
             self.masks[window] = (
-                bias[:, None, None, :]
-                .expand(n_seqs, n_kv, group, self.max_len)
+                bias[None, :, None, :]
+                .expand(n_kv, n_seqs, group, self.max_len)
                 .reshape(-1, group, self.max_len)
             )
         return self.masks[window]
@@ -131,8 +137,9 @@ def write_kv(
     k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor
 ) -> None:
     """Store this step's ``k``, ``v`` ``[T, kv_heads, head_dim]`` at their cache slots."""
-    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, k)
-    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v)
+    n_kv, d = k_cache.shape[0], k_cache.shape[-1]
+    k_cache.view(n_kv, -1, d).index_copy_(1, slots, k.transpose(0, 1))
+    v_cache.view(n_kv, -1, d).index_copy_(1, slots, v.transpose(0, 1))
 
 
 def paged_attention(
@@ -161,15 +168,15 @@ def paged_attention(
     for seq in meta.prefills:
         qs = q[seq.start : seq.end].transpose(0, 1)[None]
         if seq.fresh:
-            ks, vs = k[seq.start : seq.end], v[seq.start : seq.end]
-        else:
-            ks = k_cache.index_select(0, seq.blocks).flatten(0, 1)[: seq.context_len]
-            vs = v_cache.index_select(0, seq.blocks).flatten(0, 1)[: seq.context_len]
+            ks, vs = k[seq.start : seq.end].transpose(0, 1), v[seq.start : seq.end].transpose(0, 1)
+        else:  # [kv, ctx, d] straight from the head-major cache
+            ks = k_cache.index_select(1, seq.blocks).flatten(1, 2)[:, : seq.context_len]
+            vs = v_cache.index_select(1, seq.blocks).flatten(1, 2)[:, : seq.context_len]
         mask = seq.mask(window, q.device)
         o = F.scaled_dot_product_attention(
             qs,
-            ks.transpose(0, 1)[None],
-            vs.transpose(0, 1)[None],
+            ks[None],
+            vs[None],
             attn_mask=mask,
             is_causal=mask is None,
             scale=scale,
@@ -194,33 +201,26 @@ def _decode_attention(
     """One query per sequence ``q [D, heads, d]`` over its padded KV blocks -> ``[D, heads, d]``.
 
     Two batched matmuls instead of SDPA: CPU SDPA kernels are tuned for long queries and were ~10x
-    slower here for single-token queries (bf16). Query heads are grouped by their KV head
-    (GQA) so K/V are never repeated. The scale and the padding mask ride on one ``baddbmm``.
+    slower here for single-token queries (bf16). Query heads are grouped by their KV head (GQA) so
+    K/V are never repeated; rows are ``(kv head, sequence)``, the order of the head-major cache, so
+    the gather is the matmul operand as is (only the small ``q`` and output are permuted). The scale
+    and the padding mask ride on one ``baddbmm``. In bf16 both matmuls read the bf16 K/V directly
+    (oneDNN accumulates in float32) and only the scores and the softmax run in float32, as Hugging
+    Face's eager bf16 attention does.
     """
     n_seqs, n_heads, head_dim = q.shape
-    n_kv = k_cache.shape[2]
+    n_kv = k_cache.shape[0]
     group = n_heads // n_kv
     flat = dec.blocks.flatten()
-    shape = (n_seqs, dec.max_len, n_kv, head_dim)
-    bias = dec.bias(window, n_kv, group)  # [D * kv, group, L]
-    rows = n_seqs * n_kv
-    if q.dtype == torch.bfloat16 and q.device.type == "cpu":
-        # bf16 CPU: both matmuls read the bf16 K/V directly (oneDNN accumulates in float32) and only
-        # the scores and the softmax run in float32, as Hugging Face's eager bf16 attention does;
-        # ~4x faster per layer than converting the gathered K/V to float32 at batch 32.
-        k = k_cache.index_select(0, flat).view(shape).transpose(1, 2).reshape(rows, dec.max_len, head_dim)
-        v = v_cache.index_select(0, flat).view(shape).transpose(1, 2).reshape(rows, dec.max_len, head_dim)
-        scores = torch.bmm(q.reshape(rows, group, head_dim), k.transpose(1, 2)).float()
+    rows = n_kv * n_seqs
+    bias = dec.bias(window, n_kv, group)  # [kv * D, group, L]
+    k = k_cache.index_select(1, flat).view(rows, dec.max_len, head_dim)
+    v = v_cache.index_select(1, flat).view(rows, dec.max_len, head_dim)
+    qh = q.view(n_seqs, n_kv, group, head_dim).transpose(0, 1).reshape(rows, group, head_dim)
+    if q.dtype == torch.float32:
+        probs = torch.softmax(torch.baddbmm(bias, qh, k.transpose(1, 2), alpha=scale), dim=-1)
+    else:
+        scores = torch.bmm(qh, k.transpose(1, 2)).float()
         probs = torch.softmax(torch.add(bias, scores, alpha=scale), dim=-1).to(q.dtype)
-        return torch.bmm(probs, v).view(n_seqs, n_heads, head_dim)
-    # One copy each converts to float32 and moves heads before positions, so both matmuls below
-    # read plain (or plainly transposed) matrices instead of cloning strided views.
-    kf = torch.empty(n_seqs, n_kv, dec.max_len, head_dim, dtype=torch.float32, device=q.device)
-    vf = torch.empty_like(kf)
-    kf.copy_(k_cache.index_select(0, flat).view(shape).transpose(1, 2))
-    vf.copy_(v_cache.index_select(0, flat).view(shape).transpose(1, 2))
-    qf = q.to(torch.float32).reshape(rows, group, head_dim)
-    scores = torch.baddbmm(bias, qf, kf.view(rows, dec.max_len, head_dim).transpose(1, 2), alpha=scale)
-    probs = torch.softmax(scores, dim=-1)
-    o = torch.bmm(probs, vf.view(rows, dec.max_len, head_dim))  # [D * kv, group, d]
-    return o.view(n_seqs, n_heads, head_dim).to(q.dtype)
+    o = torch.bmm(probs, v)  # [kv * D, group, d]
+    return o.view(n_kv, n_seqs, group, head_dim).transpose(0, 1).reshape(n_seqs, n_heads, head_dim)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelyard.engine.layers.linear import Int8Weight
+from modelyard.engine.layers.linear import Int8Weight, small_batch
 
 
 class Embedding(nn.Module):
@@ -27,21 +27,22 @@ class Embedding(nn.Module):
         self.qweight: Int8Weight | None = None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.qweight is not None:
-            return self.qweight.rows(ids)
-        assert self.weight is not None
-        return F.embedding(ids, self.weight)
+        if self.weight is not None:
+            return F.embedding(ids, self.weight)
+        assert self.qweight is not None
+        return self.qweight.rows(ids)
 
     def attend(self, hidden: torch.Tensor) -> torch.Tensor:
         """``hidden [R, hidden] @ table.T``: the logits of a tied LM head, in the activation dtype."""
-        if self.qweight is not None:
-            return self.qweight.matmul(hidden)
+        q = self.qweight
+        if q is not None and (self.weight is None or small_batch(hidden)):
+            return q.matmul(hidden)
         assert self.weight is not None
         return F.linear(hidden, self.weight)
 
     def weight_nbytes(self) -> int:
-        """Resident bytes of the table in whatever form it takes."""
-        if self.qweight is not None:
-            return self.qweight.nbytes()
-        assert self.weight is not None
-        return self.weight.numel() * self.weight.element_size()
+        """Resident bytes of the table in whatever forms it takes (``dual``: both)."""
+        total = self.qweight.nbytes() if self.qweight is not None else 0
+        if self.weight is not None:
+            total += self.weight.numel() * self.weight.element_size()
+        return total

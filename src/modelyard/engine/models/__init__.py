@@ -159,7 +159,7 @@ class CausalLM(Protocol):
 
     ``forward`` expects ``batch.attn`` already filled by ``layers.attention.prepare_attention(batch)``
     (the runner calls it once per step). ``kv_caches[i]`` is layer ``i``'s ``(k_cache, v_cache)``,
-    each ``[num_blocks, block_size, num_kv_heads, head_dim]`` in the model dtype.
+    each ``[num_kv_heads, num_blocks, block_size, head_dim]`` in the model dtype.
     """
 
     config: ModelConfig
