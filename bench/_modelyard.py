@@ -266,7 +266,7 @@ def perplexity(model: Any, ids: list[int], device: str, *, block_size: int = 16,
     dtype = getattr(model, "dtype", torch.bfloat16)
     n = len(ids)
     blocks = -(-n // block_size)
-    shape = (blocks + 1, block_size, cfg.num_kv_heads, cfg.head_dim)
+    shape = (cfg.num_kv_heads, blocks + 1, block_size, cfg.head_dim)
     kv = [
         (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
         for _ in range(cfg.num_layers)

@@ -77,6 +77,24 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         Target("int8 perplexity change vs fp32", ppl_delta, 0.03, False),
     ]
+    # Issue 10's targets for a CPU without native bf16 (AVX2): listed on every run, they bind there.
+    preempted = (result.get("preemptions") or {}).get("modelyard") or {}
+    rows += [
+        Target("AVX2: c=1 modelyard / llama.cpp", ratio(my("1"), _tput(result, "llamacpp", "1")), 0.8, True),
+        Target("AVX2: c=8 modelyard / llama.cpp", ratio(my("8"), _tput(result, "llamacpp", "8")), 1.2, True),
+        Target(
+            "AVX2: c=32 modelyard / llama.cpp", ratio(my("32"), _tput(result, "llamacpp", "32")), 1.6, True
+        ),
+        Target(
+            "AVX2: c=32 modelyard / hf static", ratio(my("32"), _tput(result, "hf_static", "32")), 1.3, True
+        ),
+        Target(
+            "preemptions in the throughput runs",
+            float(sum(preempted.values())) if preempted else None,
+            0,
+            False,
+        ),
+    ]
     return [t.as_dict() for t in rows]
 
 
@@ -151,6 +169,17 @@ def print_report(result: dict[str, Any]) -> None:
     for name, row in result["throughput_tok_s"].items():
         t.add_row(name, *[_fmt((row or {}).get(c)) for c in conc])
     console.print(t)
+    preempted = (result.get("preemptions") or {}).get("modelyard")
+    if preempted is not None:
+        console.print("modelyard preemptions: " + ", ".join(f"c={c}: {n}" for c, n in preempted.items()))
+    run_config = (result.get("engine") or {}).get("run_config")
+    if run_config:
+        cpu = run_config.get("cpu") or {}
+        console.print(
+            f"modelyard chose dtype={run_config['dtype']} weights={run_config['quantization'] or 'plain'} "
+            f"threads={run_config['threads']} KV={run_config['kv_cache_bytes'] / 2**20:.0f} MiB "
+            f"on cpu isa={cpu.get('isa')} native_bf16={cpu.get('native_bf16')}"
+        )
     if result.get("hf_best_dtype"):
         console.print(f"transformers baseline = the faster dtype per concurrency: {result['hf_best_dtype']}")
     if result.get("prefix_cache"):

@@ -9,9 +9,13 @@ picks a behaviour, so tests can inject faults::
     flaky                               every odd-numbered request answers 503
     slow                                streams 200 words, 50 ms apart
     midstream                           streams two chunks, then drops the connection
+    judge                               a scripted LLM judge: reads ``EXPECTED:`` and ``ANSWER:`` lines of
+                                        the last user message and answers ``{"score": 5|1, "reason"}``
+                                        (5 when the answer contains the expected text, ignoring case)
     anything else                       normal
 
-``GET /stats`` returns request counts per model and the number of streams in flight.
+``GET /stats`` returns request counts per model and the number of streams in flight;
+``GET /last/{model}`` the last request body an upstream model id received (what the gateway sent).
 
 Run: ``python -P bench/mock_upstream.py --port 9001``.
 """
@@ -55,8 +59,22 @@ def _words(body: dict[str, Any], chat: bool) -> tuple[list[str], int]:
         prompt = body.get("prompt", "")
         content = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
         prompt_tokens = len(content.split())
+    if body.get("model") == "judge":
+        return _judge_words(content), prompt_tokens
     words = ["echo:", *content.split()] if body.get("model") != "slow" else [f"w{i}" for i in range(200)]
     return words, prompt_tokens
+
+
+def _judge_words(content: str) -> list[str]:
+    fields = {}
+    for line in content.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("EXPECTED", "ANSWER"):
+            fields[key.strip()] = value.strip()
+    expected, answer = fields.get("EXPECTED", ""), fields.get("ANSWER", "")
+    ok = bool(expected) and any(e.strip().lower() in answer.lower() for e in expected.split("|") if e.strip())
+    verdict = {"score": 5 if ok else 1, "reason": "contains the expected answer" if ok else "does not"}
+    return orjson.dumps(verdict).decode().split(" ")
 
 
 def _choice_words(body: dict[str, Any], words: list[str]) -> tuple[list[str], str]:
@@ -87,7 +105,8 @@ def _logprobs(body: dict[str, Any], tokens: list[str]) -> dict[str, Any] | None:
                 + [{"token": f"alt{j}", "logprob": -3.0 - j, "bytes": None} for j in range(max(k - 1, 0))],
             }
             for t in tokens
-        ]
+        ],
+        "refusal": None,
     }
 
 
@@ -97,6 +116,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     model = body.get("model", "")
     stats = request.app[STATS]
     stats["requests"][model] += 1
+    stats["last"][model] = body
     if model == "fail-500":
         return _error(500, "upstream exploded")
     if model == "fail-429":
@@ -182,7 +202,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
                         ]
                     )
                 else:
-                    await send([{"index": i, "text": piece, "finish_reason": None}])
+                    await send([{"index": i, "text": piece, "logprobs": None, "finish_reason": None}])
             if model == "slow":
                 await asyncio.sleep(0.05)
             if model == "midstream" and j == 1:
@@ -193,7 +213,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
             if chat:
                 await send([{"index": i, "delta": {}, "finish_reason": finish}])
             else:
-                await send([{"index": i, "text": "", "finish_reason": finish}])
+                await send([{"index": i, "text": "", "logprobs": None, "finish_reason": finish}])
         if (body.get("stream_options") or {}).get("include_usage"):
             await send([], {"usage": usage})
         await resp.write(b"data: [DONE]\n\n")
@@ -243,14 +263,20 @@ async def stats(request: web.Request) -> web.Response:
     )
 
 
+async def last(request: web.Request) -> web.Response:
+    body = request.app[STATS]["last"].get(request.match_info["model"])
+    return _json(body) if body is not None else _error(404, "no request for that model yet")
+
+
 def make_app() -> web.Application:
     app = web.Application()
-    app[STATS] = {"requests": Counter(), "in_flight": 0, "completed_streams": 0}
+    app[STATS] = {"requests": Counter(), "in_flight": 0, "completed_streams": 0, "last": {}}
     app.router.add_post("/v1/chat/completions", completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/last/{model}", last)
     return app
 
 

@@ -74,7 +74,9 @@ class MockUpstream:
 class RemoteServer:
     """``modelyard serve`` in a subprocess on a free port with its own data dir and config."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any], *, ready_timeout_s: float = 180) -> None:
+    def __init__(
+        self, tmp: Path, config: dict[str, Any], *, ready_timeout_s: float = 180, wait_for: str = "/ready"
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {"data_dir": str(tmp / "data"), **config}
@@ -101,7 +103,7 @@ class RemoteServer:
             env=env,
             cwd=tmp,
         )
-        _wait_http(f"{self.url}/ready", self.proc, ready_timeout_s, self.log)
+        _wait_http(f"{self.url}{wait_for}", self.proc, ready_timeout_s, self.log)
         self.client = openai.OpenAI(base_url=f"{self.url}/v1", api_key="test-key", max_retries=0, timeout=30)
 
     def stats(self) -> dict[str, Any]:
@@ -134,6 +136,7 @@ def remote_config(upstream: str, **extra: Any) -> dict[str, Any]:
             dep("remote-chat", "mock", name="remote-chat-b"),
             dep("flaky", "flaky", max_retries=2),
             dep("broken", "fail-500", max_retries=1),
+            dep("eval-broken", "fail-500", max_retries=1),  # the eval tests' own: its circuit opens there
             dep("broken-with-fallback", "fail-500", max_retries=0),
             dep("breaker", "fail-500", max_retries=0),
             dep("ratelimited", "fail-429", max_retries=0),

@@ -42,6 +42,27 @@ from modelyard.tenancy.cli import add_to as _add_tenancy_commands  # noqa: E402
 
 _add_tenancy_commands(app)
 
+from modelyard.registry.datasets_cli import app as _datasets_app  # noqa: E402
+
+app.add_typer(
+    _datasets_app, name="datasets", help="Versioned datasets: create, list, show, from-logs, split."
+)
+
+from modelyard.evals.cli import add_to as _add_eval_commands  # noqa: E402
+
+_add_eval_commands(app)
+from modelyard.registry.lint.cli import lint_command as _lint_command  # noqa: E402
+from modelyard.registry.prompts_cli import prompts_app as _prompts_app  # noqa: E402
+
+_prompts_app.command("lint")(_lint_command)
+app.add_typer(_prompts_app, name="prompts", help="Prompt registry: push, list, show, label, render, lint.")
+from modelyard.jobs.cli import add_to as _add_jobs_commands  # noqa: E402
+
+_add_jobs_commands(app)
+from modelyard.experiments.cli import add_to as _add_experiment_commands  # noqa: E402
+
+_add_experiment_commands(app)
+
 
 @app.command()
 def serve(
@@ -122,8 +143,12 @@ def worker(
     http_port: Annotated[
         int | None, typer.Option("--http-port", help="Serve /health, /ready and /metrics on this port.")
     ] = None,
+    jobs: Annotated[
+        str | None, typer.Option("--jobs", help="Run background jobs of these kinds (KIND[,KIND]) instead.")
+    ] = None,
 ) -> None:
-    """Serve queued requests of local models from Redis Streams (drains on SIGTERM)."""
+    """Serve queued requests of local models from Redis Streams (drains on SIGTERM), or with `--jobs`
+    run background jobs."""
     import asyncio
 
     from modelyard.settings import load_settings
@@ -136,6 +161,16 @@ def worker(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if jobs:
+        from modelyard.jobs.worker import serve_job_worker
+
+        kinds = [k.strip() for k in jobs.split(",") if k.strip()]
+        try:
+            asyncio.run(serve_job_worker(settings, kinds, worker_id, ready_file, http_port))
+        except ConfigError as exc:
+            err_console.print(f"[red]modelyard: {exc.message}[/red]")
+            raise typer.Exit(2) from None
+        return
     from modelyard.queue.worker import serve_worker
 
     asyncio.run(serve_worker(settings, worker_id, model, ready_file, http_port))

@@ -15,6 +15,8 @@ Raise these anywhere; never return error values. Each class carries its HTTP sta
     ├── Conflict                        409 invalid_request_error / conflict
     ├── RateLimited                     429 rate_limit_exceeded
     ├── OverCapacity                    503 server_error / over_capacity
+    │   ├── ModelLoading                503 server_error / model_loading (with Retry-After)
+    │   └── ModelLoadFailed             503 server_error / model_load_failed
     ├── UpstreamError                   502 upstream_error  (a remote backend failed)
     │   └── UpstreamTimeout             504 upstream_error / timeout
     ├── EngineError                     500 server_error / engine_error
@@ -106,6 +108,22 @@ class OverCapacity(ModelyardError):
     status_code = 503
     error_type = "server_error"
     code = "over_capacity"
+
+
+class ModelLoading(OverCapacity):
+    """Every deployment of the model is still loading at start-up: answered with ``Retry-After``."""
+
+    code = "model_loading"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message, param="model")
+        self.retry_after_s = retry_after_s
+
+
+class ModelLoadFailed(OverCapacity):
+    """Every deployment of the model failed to load; it stays unavailable until the config is fixed."""
+
+    code = "model_load_failed"
 
 
 class UpstreamError(ModelyardError):

@@ -23,6 +23,8 @@ from modelyard.errors import ConfigError
 
 ENV_PREFIX = "MODELYARD_"
 CONFIG_ENV = "MODELYARD_CONFIG"
+# Client-side variables of the CLI that share the prefix but are not settings.
+API_KEY_ENV = "MODELYARD_API_KEY"
 
 
 class _Section(BaseModel):
@@ -45,6 +47,34 @@ class LocalModelSettings(_Section):
     chat_template: str | None = Field(
         default=None, description="Jinja chat template that replaces the tokenizer's own (default: keep it)."
     )
+    defaults: dict[str, Any] | None = Field(
+        default=None,
+        description="Sampling defaults for requests that leave a field unset: `temperature`, `top_p`, "
+        "`top_k`, `min_p`, `max_tokens`, `presence_penalty`, `frequency_penalty`, `repetition_penalty`, "
+        "`stop`. The artifact's own (`generation_config.json`, GGUF `general.sampling.*`) and the "
+        "registry's (`modelyard models defaults set`) win over these. Unset on a packaged model: the "
+        "defaults shipped for it (smollm2-135m-instruct: temperature 0 (greedy), top_p 0.9; gemma-3-270m: "
+        "temperature 1.0, top_k 64, top_p 0.95).",
+    )
+
+    @field_validator("defaults")
+    @classmethod
+    def _defaults_are_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from modelyard.errors import InvalidRequest
+        from modelyard.registry.sampling import SamplingDefaults
+
+        try:
+            return None if value is None else SamplingDefaults.from_mapping(value).to_dict()
+        except InvalidRequest as exc:
+            raise ValueError(exc.message) from None
+
+    def sampling_defaults(self) -> dict[str, Any]:
+        """``defaults``, or the shipped ones of a packaged model when unset."""
+        from modelyard.registry.sampling import PACKAGED_DEFAULTS
+
+        if self.defaults is not None:
+            return dict(self.defaults)
+        return dict(PACKAGED_DEFAULTS.get(self.source.removeprefix("packaged:"), {}))
 
 
 class EmbedderSettings(_Section):
@@ -159,6 +189,12 @@ class TenancySettings(_Section):
         "server listens on a loopback address and no system admin key exists yet (a fresh local install), "
         "else `required`. Run `modelyard keys create --admin` to turn auth on.",
     )
+    metrics_require_key: bool = Field(
+        default=False,
+        description="`/metrics` needs a system admin key like `/stats`: its series "
+        "carry tenant and model labels. Off by default, as in vLLM, so Prometheus scrapes without a key; turn "
+        "it on where the port is reachable by tenants (`modelyard top --api-key` then sends one).",
+    )
     secret: str | None = Field(
         default=None,
         description="Server secret for the HMAC-SHA-256 of stored keys (>= 32 bytes; default: generated once "
@@ -264,6 +300,25 @@ class QueueSettings(_Section):
         le=1,
         description="Affinity never picks a worker whose in-flight/capacity is above this.",
     )
+    redis_socket_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait for one Redis read or write, so a half-open connection (a Redis that "
+        "stopped answering) fails instead of blocking until TCP gives up. Blocking reads (`BLOCK`) are "
+        "clamped to half of it.",
+    )
+    redis_connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="Longest wait to open a connection to Redis (and to close one)."
+    )
+    redis_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a Redis command on a fresh connection after a connection error or "
+        "timeout (backoff up to 0.5 s). One queue operation fails after at most "
+        "`redis_socket_timeout_s * (redis_retries + 1)` seconds (plus its `BLOCK`), health checks and "
+        "backoff included: a request then gets 503 `over_capacity`.",
+    )
 
     @model_validator(mode="after")
     def _check_times(self) -> QueueSettings:
@@ -275,12 +330,113 @@ class QueueSettings(_Section):
         return self
 
 
+class JobsSettings(_Section):
+    """Background jobs and periodic tasks (see `jobs/` and docs/jobs.md)."""
+
+    concurrency: int = Field(
+        default=2, ge=1, description="Jobs run at once by `serve` (queue.backend local) or by one worker."
+    )
+    heartbeat_s: float = Field(default=2.0, gt=0, description="How often a running job saves progress.")
+    visibility_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running job without a heartbeat for this long (its worker died) is run again.",
+    )
+    max_attempts: int = Field(default=3, ge=1, description="Runs of one job before a lost job is failed.")
+    retention_days: float = Field(
+        default=30.0, gt=0, description="Finished jobs older than this are deleted."
+    )
+    kinds: list[str] = Field(
+        default_factory=list,
+        description="Extra job kinds as `module:attribute` paths to a JobKind (or a list of them).",
+    )
+    periodic: bool = Field(default=True, description="Run the periodic tasks inside `serve`.")
+    lease: Literal["auto", "postgres", "redis", "local"] = Field(
+        default="auto",
+        description="Periodic-task lease: `auto` uses PostgreSQL advisory locks with a PostgreSQL "
+        "database, else Redis when configured, else in process.",
+    )
+
+    @model_validator(mode="after")
+    def _check_times(self) -> JobsSettings:
+        if self.visibility_timeout_s <= 2 * self.heartbeat_s:
+            raise ValueError(
+                f"jobs.visibility_timeout_s={self.visibility_timeout_s} must be more than twice "
+                f"jobs.heartbeat_s={self.heartbeat_s}, or live jobs are run twice"
+            )
+        return self
+
+
+class TrackingSettings(_Section):
+    """Experiment tracking of eval and fine-tuning runs (see `tracking/`)."""
+
+    backend: Literal["auto", "mlflow", "none"] = Field(
+        default="auto", description="`auto`: MLflow when the `mlflow` extra is installed, else none."
+    )
+    uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI (default: `sqlite:///<data_dir>/mlflow.db`, artifacts in the data dir).",
+    )
+
+
+class ShadowSettings(_Section):
+    """One mirrored route: a share of its requests replayed to shadow targets (docs/experiments.md)."""
+
+    route: str = Field(description="The `model` name whose requests are mirrored.")
+    targets: list[str] = Field(min_length=1, description="Model references the requests are replayed to.")
+    percent: int = Field(default=100, ge=1, le=100, description="The share of the route's requests mirrored.")
+
+
+class ExperimentSettings(_Section):
+    """A/B experiments (see `experiments/` and docs/experiments.md)."""
+
+    shadows: list[ShadowSettings] = Field(
+        default_factory=list,
+        description="Shadow traffic: routes mirrored to shadow targets (not metered to tenants).",
+    )
+    max_shadow_queue: int = Field(
+        default=100,
+        ge=1,
+        description="Mirrors waiting to be replayed; beyond this they are dropped and counted.",
+    )
+
+    max_exposure_queue: int = Field(
+        default=10_000,
+        ge=1,
+        description="Exposures held in memory before the writer flushes them; beyond this they are dropped and counted.",
+    )
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="The reports' significance level (two-sided) and 1 - confidence.",
+    )
+    min_units: int = Field(
+        default=100,
+        ge=2,
+        description="Fewest exposed units per variant before a report decides anything (below: `keep_running`).",
+    )
+    canary_every_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often the canary controller (periodic task `experiments.canary`) checks each rollout.",
+    )
+
+
 class LimitSettings(_Section):
     max_tokens: int = Field(default=4096, ge=1, description="Largest `max_tokens` accepted.")
     default_max_tokens: int = Field(
         default=256,
         ge=1,
-        description="`max_tokens` when the request has none (local models; capped by the context window).",
+        description="`max_tokens` of a completions request that sets none and whose model has no "
+        "`max_tokens` default (local models; capped by the context window).",
+    )
+    default_chat_max_tokens: int = Field(
+        default=512,
+        ge=1,
+        description="`max_tokens` of a chat request that sets neither `max_tokens` nor "
+        "`max_completion_tokens` and whose model has no `max_tokens` default (local models; capped by "
+        "the context window, never the whole window as vLLM does).",
     )
     max_n: int = Field(default=8, ge=1, description="Largest `n` accepted.")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body.")
@@ -374,6 +530,12 @@ class Settings(_Section):
         default_factory=lambda: [EmbedderSettings(name="all-minilm-l6-v2")],
         description="Embedding models served on /v1/embeddings.",
     )
+    load_concurrency: int = Field(
+        default=3,
+        ge=1,
+        description="Local models and embedders loaded at the same time at start-up (each in its own "
+        "thread; a model takes requests as soon as its own load finishes). 1 loads them one by one.",
+    )
     engine: dict[str, Any] = Field(
         default_factory=dict,
         description="Keyword arguments for the engine's `EngineConfig` (see the `engine` section below).",
@@ -417,6 +579,9 @@ class Settings(_Section):
         default=30.0, ge=0, description="Grace period for in-flight streams on shutdown."
     )
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -462,7 +627,7 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+        if not key.startswith(ENV_PREFIX) or key in (CONFIG_ENV, API_KEY_ENV):
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
         value: Any = raw

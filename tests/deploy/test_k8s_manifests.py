@@ -147,3 +147,25 @@ def test_prometheus_alternative_replaces_keda() -> None:
     )
     assert rules["rules"][0]["name"]["as"] == "vllm_num_requests_waiting"
     assert "vllm:num_requests_waiting" in rules["rules"][0]["seriesQuery"]
+
+
+def test_task_cronjob_runs_a_task_the_code_knows() -> None:
+    from modelyard.jobs.catalog import known_tasks
+    from modelyard.jobs.cli import LEASE_HELD_EXIT
+    from modelyard.jobs.service import build_jobs
+
+    docs = render("overlays/example")
+    cron = find(docs, "CronJob", "modelyard-jobs-prune")
+    job = cron["spec"]["jobTemplate"]["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["tasks", "run"]
+    settings = load_settings(None, env={})
+    service = build_jobs(settings, [])
+    try:
+        names = {t.name for t in [*service.tasks(), *known_tasks(settings)]}
+    finally:
+        service.store.close()
+    assert container["args"][2] in names
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule["onExitCodes"]["values"] == [LEASE_HELD_EXIT]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,15 +35,7 @@ from modelyard.settings import (
 )
 from servers import MockUpstream, finish_tasks, free_port, stop_process
 
-pytestmark = [
-    pytest.mark.redis,
-    # Its teardown (gateway services + in-process workers on one loop) hung once in ~25 runs on this
-    # 2-core machine, which stalls the whole CI run; kept out of the default run until the hang is found.
-    pytest.mark.skipif(
-        not os.environ.get("MODELYARD_RUN_MIXED_POOL"),
-        reason="teardown hang under investigation; set MODELYARD_RUN_MIXED_POOL=1 to run",
-    ),
-]
+pytestmark = pytest.mark.redis
 
 
 @dataclass

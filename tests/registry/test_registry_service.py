@@ -234,6 +234,22 @@ def test_registry_survives_reopening(database_url: str, artifact: Path) -> None:
         again.close()
 
 
+def test_ensure_model_takes_a_known_digest_instead_of_hashing(registry: Registry, artifact: Path) -> None:
+    """The engine passes the GGUF digest it remembers; the registry stores it as given (a start
+    does not hash the file again), and the same digest again is the same version."""
+    known = "sha256:" + hashlib.sha256(artifact.read_bytes()).hexdigest()
+    fields: dict[str, Any] = {"artifact_uri": str(artifact), "architecture": "llama", "context_length": 2048}
+    first = registry.ensure_model("m", digest=known, **fields)
+    assert first.version == 1 and first.digest == known
+    assert registry.ensure_model("m", digest=known, **fields).version == 1
+    assert registry.ensure_model("m", **fields).version == 1  # hashing it gives the same digest
+    other = "sha256:" + "ab" * 32
+    second = registry.ensure_model("m", digest=other, **fields)  # a new digest: a new version
+    assert second.version == 2 and second.digest == other
+    with pytest.raises(InvalidRequest, match="invalid digest"):
+        registry.ensure_model("m", digest="md5:1234", **fields)
+
+
 def test_revision_bumps_on_every_change_only(registry: Registry, artifact: Path) -> None:
     seen = [registry.revision()]
 

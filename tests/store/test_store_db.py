@@ -123,3 +123,39 @@ def test_default_database_url_reads_the_environment_when_called(monkeypatch: pyt
     assert default_database_url().startswith("sqlite:///")
     monkeypatch.setenv("MODELYARD_DATABASE_URL", "postgresql+psycopg://u@h/db")
     assert default_database_url() == "postgresql+psycopg://u@h/db"
+
+
+# The schema of the last release that landed: a database of that release, with rows in it, must upgrade
+# to today's head without losing them. Move this forward when a release lands new migrations.
+PREVIOUS_RELEASE = "0004_model_prices"
+
+
+def test_one_head_and_the_previous_release_upgrades_with_its_rows(database_url: str) -> None:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    assert len(heads) == 1, f"migrations have several heads {heads}: chain the newer ones in order"
+    engine = create_db_engine(database_url)
+    try:
+        migrate(engine, PREVIOUS_RELEASE)
+        rows = {
+            "registry_models": "INSERT INTO registry_models (id, name, description, is_base_model, created_at) "
+            "VALUES (1, 'smol', 'old', false, CURRENT_TIMESTAMP)",
+            "registry_model_versions": "INSERT INTO registry_model_versions (model_id, version, artifact_uri, "
+            "digest, architecture, context_length, serving_params, created_at) VALUES "
+            "(1, 1, '/models/smol', NULL, 'llama', 512, '{}', CURRENT_TIMESTAMP)",
+            "tenants": "INSERT INTO tenants (id, name, models, limits, budget, disabled, created_at) "
+            "VALUES ('acme', 'acme', '[]', '{}', '{}', false, CURRENT_TIMESTAMP)",
+            "request_log": "INSERT INTO request_log (id, request_id, created_at, tenant, model, model_requested, "
+            "endpoint, stream, status, prompt, response, latency_ms, schema_version) VALUES (1, 'r1', "
+            "CURRENT_TIMESTAMP, 'acme', 'smol', 'smol', 'chat/completions', false, 200, '[]', 'hi', 1.5, 1)",
+        }
+        with engine.begin() as conn:
+            for sql in rows.values():
+                conn.execute(text(sql))
+        migrate(engine)
+        assert _current(engine) == _head()
+        with engine.connect() as conn:
+            for table in rows:
+                assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 1, table
+            assert conn.execute(text("SELECT response FROM request_log")).scalar_one() == "hi"
+    finally:
+        engine.dispose()

@@ -23,6 +23,8 @@ from modelyard.errors import (
     UpstreamError,
 )
 from modelyard.gateway.backends.base import NO_HINT, BackendRequest, Endpoint, ParsedRequest, RouteHint
+from modelyard.gateway.defaults import DefaultsSource, apply_defaults
+from modelyard.gateway.loading import not_ready_error
 from modelyard.gateway.router import Attempt, Router
 from modelyard.monitoring.observer import NULL_OBSERVER, RequestObserver
 from modelyard.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -66,10 +68,17 @@ class StaticResolver:
 class Gateway:
     """Owns routing for every endpoint; one instance per app, built in the lifespan."""
 
-    def __init__(self, router: Router, resolver: ModelResolver, limits: LimitSettings) -> None:
+    def __init__(
+        self,
+        router: Router,
+        resolver: ModelResolver,
+        limits: LimitSettings,
+        defaults: DefaultsSource | None = None,
+    ) -> None:
         self.router = router
         self.resolver = resolver
         self.limits = limits
+        self.defaults = defaults  # model-version sampling defaults; None: the engines' only
         self.active_streams = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -106,6 +115,10 @@ class Gateway:
     ) -> BackendRequest:
         self.check_limits(endpoint, parsed)
         model = await self.resolver.resolve(parsed.model)
+        if self.defaults is not None:
+            parsed, body = apply_defaults(
+                parsed, body, self.defaults.for_model(parsed.model, model), self.limits
+            )
         return BackendRequest(endpoint, body, parsed, request_id, model)
 
     def _hint(self, req: BackendRequest) -> RouteHint:
@@ -123,7 +136,7 @@ class Gateway:
             )
         ready = [d for d in deps if d.backend.ready()]
         if not ready:
-            raise OverCapacity(f"model `{req.model}` is still loading; retry shortly")
+            raise not_ready_error(req.model, [d.backend for d in deps])
         return ready
 
     async def complete(

@@ -19,11 +19,25 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
+    """200 once every deployment can take requests, else 503; the body lists each one either way.
+
+    ``deployments`` maps each deployment to whether it is ready; ``models`` lists the background
+    loads (local models and embedders) with ``state`` (``loading`` / ``ready`` / ``failed``),
+    ``waited_s`` (for a load slot), ``load_s`` (so far, or in all) and ``error``.
+    """
     gateway: Gateway = request.state.gateway
-    models = {d.name: d.backend.ready() for d in gateway.router.deployments()}
-    services = request.state.services
-    ok = all(models.values()) and not services.failed and not services.loading
-    return _json({"ready": ok, "deployments": models, "failed": services.failed}, 200 if ok else 503)
+    deployments = {d.name: d.backend.ready() for d in gateway.router.deployments()}
+    loader = request.state.services.loader
+    failed = loader.failed if loader is not None else {}
+    loaded = loader is None or loader.done
+    ok = all(deployments.values()) and loaded and not failed
+    body = {
+        "ready": ok,
+        "deployments": deployments,
+        "models": loader.states() if loader is not None else [],
+        "failed": failed,
+    }
+    return _json(body, 200 if ok else 503)
 
 
 async def stats(request: Request) -> Response:

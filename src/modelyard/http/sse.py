@@ -37,8 +37,9 @@ class PayloadStream(Protocol):
 class EventStreamResponse:
     """An ASGI response that relays a payload stream as SSE and always closes it."""
 
-    def __init__(self, stream: PayloadStream) -> None:
+    def __init__(self, stream: PayloadStream, headers: dict[str, str] | None = None) -> None:
         self.stream = stream
+        self.headers = [*_HEADERS, *((k.encode(), v.encode()) for k, v in (headers or {}).items())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -57,7 +58,7 @@ class EventStreamResponse:
                 await self.stream.aclose()
 
     async def _relay(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": list(_HEADERS)})
+        await send({"type": "http.response.start", "status": 200, "headers": list(self.headers)})
         try:
             async for payload in self.stream:
                 await send(

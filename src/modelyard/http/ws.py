@@ -68,6 +68,8 @@ async def _authenticate(ws: WebSocket) -> Any:
     tenancy = state.get("tenancy")
     if tenancy is None:
         return None
+    if state.get("principal") is not None:  # the auth middleware already checked this socket
+        return state["principal"]
     from modelyard.tenancy.auth import authorize
 
     principal = await authorize(tenancy, ws.scope, "POST", "/v1/chat/completions")

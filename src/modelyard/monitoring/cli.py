@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelyard.errors import ModelyardError
+from modelyard.settings import API_KEY_ENV
 
 logs_app = typer.Typer(no_args_is_help=True, help="The request log: search stored prompts and responses.")
 console = Console()
@@ -104,6 +105,13 @@ def top_cmd(
     url: Annotated[str, typer.Option(help="Base URL of the running server.")] = "http://127.0.0.1:8000",
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between scrapes.")] = 1.0,
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar=API_KEY_ENV,
+            help="System admin key sent to a server with `tenancy.metrics_require_key`.",
+        ),
+    ] = None,
 ) -> None:
     """Live view of a running server: models, requests, TTFT, tokens/s, queue (from /metrics)."""
     import httpx
@@ -111,7 +119,7 @@ def top_cmd(
     from modelyard.monitoring.top import run
 
     try:
-        frame = run(url, interval, once)
+        frame = run(url, interval, once, api_key)
     except httpx.HTTPError as exc:
         err_console.print(f"[red]modelyard: cannot read {url}/metrics: {exc}[/red]")
         raise typer.Exit(1) from None

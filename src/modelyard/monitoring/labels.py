@@ -15,6 +15,8 @@ from modelyard.errors import ModelyardError
 ANONYMOUS = "anonymous"
 SYSTEM = "system"
 UNKNOWN_MODEL = "unknown"
+OTHER = "other"
+MAX_PROMPT_LABELS = 200  # distinct prompt versions a metric tells apart; later ones count as `other`
 DISCONNECT_STATUS = 499  # nginx's "client closed request"
 
 FAILURE_CAUSES = frozenset(
@@ -43,6 +45,26 @@ OPERATIONS = {
     "completions": "text_completion",
     "embeddings": "embeddings",
 }
+
+
+class BoundedValues:
+    """Label values from an open set (prompt versions), capped: the first ``cap`` distinct values
+    pass through, every later new one reads as :data:`OTHER`, so a metric's cardinality stays bounded
+    however many versions are pushed."""
+
+    __slots__ = ("_cap", "_seen")
+
+    def __init__(self, cap: int = MAX_PROMPT_LABELS) -> None:
+        self._cap = cap
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._cap:
+            return OTHER
+        self._seen.add(value)
+        return value
 
 
 def operation_name(endpoint: str) -> str:

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from modelyard.engine.request import QUEUE_TIME_BUCKETS
+from modelyard.monitoring.labels import BoundedValues
 from modelyard.queue.base import QueueWaitHistogram
 
 # vLLM's buckets, with finer low ends so a fast gateway still lands in distinct buckets.
@@ -77,6 +78,7 @@ class Outcome:
     itl_s: list[float] = field(default_factory=list)
     e2e_s: float = 0.0
     decode_s: float | None = None
+    prompt_version: str | None = None  # ``name:version`` when the prompt layer rendered one
 
 
 class Metrics:
@@ -158,6 +160,14 @@ class Metrics:
         self.rejections = Counter(
             "modelyard_request_rejections", "Requests refused by policy.", (*ML, "reason"), registry=r
         )
+        self.prompt_requests = Counter(
+            "modelyard_prompt_requests",
+            "Finished requests that used a registry prompt, by prompt version (`name:version`; past "
+            "200 distinct versions, `other`), model and HTTP status.",
+            ("prompt_version", "model", "status"),
+            registry=r,
+        )
+        self._prompt_label = BoundedValues()
         self.log_dropped = Counter(
             "modelyard_request_log_dropped",
             "Request-log records dropped (buffer full or write failed).",
@@ -222,6 +232,8 @@ class Metrics:
             self._c(self.failures, *lab, o.cause).inc()
             if o.rejection is not None:
                 self._c(self.rejections, *lab, o.rejection).inc()
+        if o.prompt_version is not None:
+            self._c(self.prompt_requests, self._prompt_label(o.prompt_version), o.model, str(o.status)).inc()
         if o.engine:
             if o.ttft_s is not None:
                 self._c(self.vllm_ttft, o.model).observe(o.ttft_s)

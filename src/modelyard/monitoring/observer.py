@@ -41,6 +41,13 @@ class RequestObserver(Protocol):
     def completed(self, body: bytes) -> None:
         """A non-streamed request answered ``body`` (the JSON response)."""
 
+    def prompted(self, prompt_version: str, model_ref: str, body: dict[str, Any]) -> None:
+        """The prompt layer rendered ``prompt_version`` (``name:version``): the request now asks for
+        ``model_ref`` with ``body`` (rendered messages, filled defaults)."""
+
+    def assigned(self, experiment: str, variant: str) -> None:
+        """The experiment layer put the request in ``variant`` of ``experiment``."""
+
     def failed(self, exc: BaseException) -> None:
         """The request failed with ``exc``."""
 
@@ -55,6 +62,12 @@ class NullObserver:
         pass
 
     def completed(self, body: bytes) -> None:
+        pass
+
+    def prompted(self, prompt_version: str, model_ref: str, body: dict[str, Any]) -> None:
+        pass
+
+    def assigned(self, experiment: str, variant: str) -> None:
         pass
 
     def failed(self, exc: BaseException) -> None:
@@ -115,6 +128,7 @@ class Observation:
         self.text_len = 0
         self.done = False
         self.events = 0
+        self.prompt_version: str | None = None
         self.span: Span | None = None
         tracer = monitor.tracer
         if tracer is not None:
@@ -133,6 +147,22 @@ class Observation:
         self.model = backend.model
         self.deployment = backend.name
         self.engine = self.m.is_engine(backend)
+
+    def prompted(self, prompt_version: str, model_ref: str, body: dict[str, Any]) -> None:
+        self.prompt_version = prompt_version
+        self.model_ref, self.body = model_ref, body
+        self.model = self.m.model_label(model_ref)
+        if self.span is not None:
+            self.span.update_name(f"{operation_name(self.endpoint)} {model_ref}")
+            self.span.set_attributes(
+                {"gen_ai.request.model": model_ref, "modelyard.prompt.version": prompt_version}
+            )
+
+    def assigned(self, experiment: str, variant: str) -> None:
+        if self.span is not None:
+            self.span.set_attributes(
+                {"modelyard.experiment.id": experiment, "modelyard.experiment.variant": variant}
+            )
 
     def chunk(self, payload: bytes) -> None:
         now = time.perf_counter()
@@ -283,6 +313,7 @@ class Observation:
             itl_s=self.itl,
             e2e_s=t_end - self.t0,
             decode_s=decode,
+            prompt_version=self.prompt_version,
         )
         self.m.metrics.record(outcome)
         if self.m.otel is not None:
@@ -315,6 +346,7 @@ class Observation:
             latency_ms=o.e2e_s * 1000,
             trace_id=trace_id,
             params={k: self.body[k] for k in _LOGGED_PARAMS if k in self.body},
+            prompt_version=self.prompt_version,
         )
 
 

@@ -32,8 +32,12 @@ def parse(text: str) -> Samples:
     return out
 
 
-def scrape(url: str, timeout_s: float = 5.0) -> Samples:
-    return parse(httpx.get(f"{url.rstrip('/')}/metrics", timeout=timeout_s).text)
+def scrape(url: str, timeout_s: float = 5.0, api_key: str | None = None) -> Samples:
+    """Parse the server's ``/metrics``; raises ``httpx.HTTPStatusError`` on a refusal (401/403)."""
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else None
+    response = httpx.get(f"{url.rstrip('/')}/metrics", timeout=timeout_s, headers=headers)
+    response.raise_for_status()
+    return parse(response.text)
 
 
 @dataclass(slots=True)
@@ -151,18 +155,18 @@ def render(url: str, rows: list[ModelRow], cur: Samples) -> Group:
     return Group(table, footer)
 
 
-def run(url: str, interval_s: float, once: bool) -> Group | None:
+def run(url: str, interval_s: float, once: bool, api_key: str | None = None) -> Group | None:
     """Show the live view until Ctrl-C; with ``once`` return a single frame (two scrapes apart)."""
-    prev = scrape(url)
+    prev = scrape(url, api_key=api_key)
     t_prev = time.monotonic()
     if once:
         time.sleep(interval_s)
-        cur = scrape(url)
+        cur = scrape(url, api_key=api_key)
         return render(url, summarize(cur, prev, time.monotonic() - t_prev), cur)
     with Live(render(url, summarize(prev), prev), refresh_per_second=4, screen=False) as live:
         while True:
             time.sleep(interval_s)
-            cur = scrape(url)
+            cur = scrape(url, api_key=api_key)
             now = time.monotonic()
             live.update(render(url, summarize(cur, prev, now - t_prev), cur))
             prev, t_prev = cur, now

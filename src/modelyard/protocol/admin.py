@@ -53,6 +53,25 @@ class SetPricesRequest(_Request):
     completion_per_1k: float
 
 
+class SetDefaultsRequest(BaseModel):
+    """``PUT /admin/models/{name}/versions/{version}/defaults``: the version's sampling defaults.
+
+    Unknown fields are refused (a misspelt default would otherwise silently do nothing); the registry
+    checks the ranges. The body replaces the earlier defaults; ``{}`` clears them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    max_tokens: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    stop: str | list[str] | None = None
+
+
 class AdapterFromRegistryRequest(_Request):
     """``POST /admin/adapters/from-registry``: register a registry artifact (``NAME:VERSION``, a PEFT
     LoRA folder) as a tenant's adapter ``<base_model>:<name>``."""
@@ -81,6 +100,13 @@ class ModelVersion(BaseModel):
     serving_params: dict[str, Any]
     aliases: list[str]
     created_at: datetime
+    defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The registry's sampling defaults (the overrides over the artifact's); the settings' "
+        "defaults of a local model fill the fields left out.",
+    )
+    artifact_defaults: dict[str, Any] = Field(default_factory=dict)
+    default_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
 class RegisteredModel(BaseModel):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from modelyard.errors import InvalidRequest
 
 
 class _Request(BaseModel):
@@ -47,8 +49,44 @@ class StreamOptions(_Request):
     include_usage: bool | None = None
 
 
+class PromptReference(_Request):
+    """A registry prompt to render (the shape of OpenAI's prompt reference): ``version`` is digits (a
+    version number) or a label; absent means label ``production``, else the latest version."""
+
+    id: str = Field(min_length=1, max_length=128)
+    version: str | int | None = None
+    variables: dict[str, Any] | None = None
+
+
+def _required_unless_prompt(data: Any, names: tuple[str, ...]) -> Any:
+    """``names`` may be left out only when ``prompt`` is a prompt reference (the prompt layer fills
+    them); otherwise a missing one is the same 400 as a missing required field."""
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
+        try:  # validated here so that an error names `prompt.<field>`, not a union member
+            ref = PromptReference.model_validate(data["prompt"])
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in ("prompt", *err["loc"]))
+            message = (
+                f"Missing required parameter: '{where}'."
+                if err["type"] == "missing"
+                else f"Invalid value for '{where}': {err['msg']}."
+            )
+            raise InvalidRequest(message, param=where, code="invalid_value") from None
+        kept = {k: v for k, v in data.items() if not (k in names and v in ("", []))}
+        return {**kept, "prompt": ref}
+    if isinstance(data, dict):
+        for name in names:
+            if name not in data:
+                raise InvalidRequest(
+                    f"Missing required parameter: '{name}'.", param=name, code="invalid_value"
+                )
+    return data
+
+
 class _SamplingFields(_Request):
-    model: str = Field(min_length=1)
+    # "" (left out) only with a prompt reference: the prompt version's default model fills it.
+    model: str = Field(default="", min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     n: int | None = Field(default=1, ge=1)
     stop: str | list[str] | None = None
@@ -57,6 +95,10 @@ class _SamplingFields(_Request):
     top_p: float | None = Field(default=None, gt=0, le=1)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    # Not in OpenAI's API; vLLM's extension fields, which the built-in engine supports too.
+    top_k: int | None = Field(default=None, ge=-1, description="-1 or 0: off")
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repetition_penalty: float | None = Field(default=None, gt=0, le=2)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -68,20 +110,33 @@ class _SamplingFields(_Request):
 
 
 class ChatCompletionRequest(_SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(default_factory=list, min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # modelyard's extension: rendered (and removed) by the prompt layer before the pipeline.
+    prompt: PromptReference | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_fills(cls, data: Any) -> Any:
+        return _required_unless_prompt(data, ("model", "messages"))
 
     def effective_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    # A prompt reference (modelyard's extension) is rendered to text by the prompt layer.
+    prompt: PromptReference | str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool | None = False
     suffix: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_fills(cls, data: Any) -> Any:
+        return _required_unless_prompt(data, ("model",))
 
 
 class EmbeddingRequest(_Request):
@@ -121,6 +176,7 @@ class TokenLogprobContent(_Wire):
 
 class ChoiceLogprobs(_Wire):
     content: list[TokenLogprobContent] | None = None
+    refusal: list[TokenLogprobContent] | None = None
 
 
 class AssistantMessage(_Wire):
@@ -215,6 +271,8 @@ class Model(_Wire):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    # modelyard's extension: the model version's defaults for sampling fields a request leaves unset.
+    sampling_defaults: dict[str, Any] = Field(default_factory=dict)
 
 
 class ListModelsResponse(_Wire):

@@ -15,6 +15,9 @@ def redis_queue(q: QueueSettings) -> RedisStreamsQueue:
         retry_after_s=q.retry_after_s,
         reply_ttl_s=q.reply_ttl_s,
         worker_ttl_s=q.worker_ttl_s,
+        socket_timeout_s=q.redis_socket_timeout_s,
+        connect_timeout_s=q.redis_connect_timeout_s,
+        retries=q.redis_retries,
     )
 
 

@@ -17,18 +17,31 @@ Keys (all under ``key_prefix``):
   in-flight ids every ``cancel_poll_s``; polling keys survives a Redis restart, a pub/sub
   subscription does not); ``worker:{id}``: a worker's JSON load report with the worker TTL,
   listed in the set ``workers``.
+
+Time bounds (a Redis that stops answering, e.g. a half-open connection or a paused server, must not
+block anyone): every socket read and write times out after ``socket_timeout_s`` and every connect
+after ``connect_timeout_s``; a command is retried ``retries`` times on a fresh connection (backoff up
+to 0.5 s); pooled connections idle for ``HEALTH_CHECK_S`` are pinged first. Whatever redis-py nests
+(its connect and health-check retries multiply), each queue operation below runs under one deadline
+of ``op_timeout_s = socket_timeout_s * (retries + 1)`` (plus the ``BLOCK`` of a blocking read) and
+fails with a ``redis.exceptions.TimeoutError`` past it (``submit``: ``OverCapacity``, a 503).
+``BLOCK`` is clamped to ``socket_timeout_s / 2`` so a blocking read never looks like a dead socket.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from modelyard.errors import OverCapacity
 from modelyard.queue.base import (
@@ -45,6 +58,9 @@ from modelyard.queue.base import (
 )
 
 GROUP = "workers"
+HEALTH_CHECK_S = 5.0  # a pooled connection idle this long is pinged before its next command
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 # Admission in one step, so concurrent gateways cannot overshoot ``max_queued``: the depth (XLEN of
 # the shared stream plus every worker stream listed in the targets set) and the XADD run inside one
@@ -67,6 +83,19 @@ return {1, depth + 1}
 """
 
 
+def _bounded(
+    fn: Callable[Concatenate[RedisStreamsQueue, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[RedisStreamsQueue, _P], Coroutine[Any, Any, _R]]:
+    """Run a queue operation under :meth:`RedisStreamsQueue._deadline`."""
+
+    @functools.wraps(fn)
+    async def bounded(self: RedisStreamsQueue, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        async with self._deadline():
+            return await fn(self, *args, **kwargs)
+
+    return bounded
+
+
 class RedisStreamsQueue:
     """See the module docstring. All limits are explicit constructor arguments."""
 
@@ -80,16 +109,24 @@ class RedisStreamsQueue:
         reply_ttl_s: float = 300.0,
         worker_ttl_s: float = 10.0,
         max_connections: int = 512,
+        socket_timeout_s: float = 5.0,
+        connect_timeout_s: float = 2.0,
+        retries: int = 2,
     ) -> None:
         # redis-py's command return types are unions over decode_responses; the replies are bytes here.
         # A restarted Redis leaves dead pooled connections: commands are retried on a fresh one.
         self._redis: Any = aioredis.Redis.from_url(
             url,
             max_connections=max_connections,
-            health_check_interval=5,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 4),
-            retry_on_error=[ConnectionError, TimeoutError],
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            health_check_interval=HEALTH_CHECK_S,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries),
+            retry_on_error=[ConnectionError, RedisTimeoutError],
         )
+        self.op_timeout_s = socket_timeout_s * (retries + 1)
+        self.max_block_s = socket_timeout_s / 2
+        self.connect_timeout_s = connect_timeout_s
         self._p = key_prefix
         self.max_queued = max_queued
         self.retry_after_s = retry_after_s
@@ -101,6 +138,15 @@ class RedisStreamsQueue:
     @property
     def key_prefix(self) -> str:
         return self._p
+
+    @asynccontextmanager
+    async def _deadline(self, block_s: float = 0.0) -> AsyncIterator[None]:
+        """One queue operation's deadline: ``op_timeout_s`` (+ ``block_s``), then a Redis ``TimeoutError``."""
+        try:
+            async with asyncio.timeout(self.op_timeout_s + block_s):
+                yield
+        except TimeoutError:  # the builtin one: the deadline passed
+            raise RedisTimeoutError(f"Redis did not answer within {self.op_timeout_s + block_s:g}s") from None
 
     # ---- keys -----------------------------------------------------------------------------------
     def work_key(self, model: str, worker: str | None = None) -> str:
@@ -124,12 +170,13 @@ class RedisStreamsQueue:
     async def submit(self, job: Job) -> None:
         key = self.work_key(job.model, job.target)
         try:
-            if key not in self._grouped:
-                await self._ensure_group(key)
-            accepted, depth = await self._admit(
-                keys=[self.work_key(job.model), self._targets_key(job.model), key],
-                args=[self.max_queued, job.target or "", encode(job)],
-            )
+            async with self._deadline():
+                if key not in self._grouped:
+                    await self._ensure_group(key)
+                accepted, depth = await self._admit(
+                    keys=[self.work_key(job.model), self._targets_key(job.model), key],
+                    args=[self.max_queued, job.target or "", encode(job)],
+                )
         except RedisError as exc:
             self._grouped.discard(key)
             raise OverCapacity(
@@ -143,8 +190,11 @@ class RedisStreamsQueue:
             )
 
     async def read(self, request_id: str, cursor: str, block_s: float) -> tuple[list[Reply], str]:
-        block_ms = max(1, int(block_s * 1000))
-        res = await self._redis.xread({self._reply_key(request_id): cursor}, block=block_ms)
+        block_s = min(block_s, self.max_block_s)
+        async with self._deadline(block_s):
+            res = await self._redis.xread(
+                {self._reply_key(request_id): cursor}, block=max(1, int(block_s * 1000))
+            )
         out: list[Reply] = []
         for _key, entries in res or []:
             for entry_id, fields in entries:
@@ -152,12 +202,15 @@ class RedisStreamsQueue:
                 out.append(decode_reply(fields[b"r"]))
         return out, cursor
 
+    @_bounded
     async def cancel(self, request_id: str) -> None:
         await self._redis.set(f"{self._p}:cancel:{request_id}", b"1", ex=int(self.reply_ttl_s))
 
+    @_bounded
     async def finish(self, request_id: str) -> None:
         await self._redis.delete(self._reply_key(request_id))
 
+    @_bounded
     async def depth(self, model: str) -> int:
         targets = await self._redis.smembers(self._targets_key(model))
         keys = [self.work_key(model)] + [self.work_key(model, t.decode()) for t in targets]
@@ -166,6 +219,7 @@ class RedisStreamsQueue:
                 pipe.xlen(k)
             return int(sum(await pipe.execute()))
 
+    @_bounded
     async def workers(self) -> list[WorkerReport]:
         ids = [i.decode() for i in await self._redis.smembers(f"{self._p}:workers")]
         if not ids:
@@ -179,15 +233,17 @@ class RedisStreamsQueue:
     # ---- worker side ----------------------------------------------------------------------------
     async def take(self, worker_id: str, models: Sequence[str], count: int, block_s: float) -> list[Delivery]:
         keys = [self.work_key(m) for m in models] + [self.work_key(m, worker_id) for m in models]
-        if any(k not in self._grouped for k in keys):
-            for k in keys:
-                await self._ensure_group(k)
-            for m in models:
-                await self._redis.sadd(self._targets_key(m), worker_id)
+        block_s = min(block_s, self.max_block_s)
         try:
-            res = await self._redis.xreadgroup(
-                GROUP, worker_id, {k: ">" for k in keys}, count=count, block=max(1, int(block_s * 1000))
-            )
+            async with self._deadline(block_s):
+                if any(k not in self._grouped for k in keys):
+                    for k in keys:
+                        await self._ensure_group(k)
+                    for m in models:
+                        await self._redis.sadd(self._targets_key(m), worker_id)
+                res = await self._redis.xreadgroup(
+                    GROUP, worker_id, {k: ">" for k in keys}, count=count, block=max(1, int(block_s * 1000))
+                )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # Redis restarted empty: groups are recreated on the next call
                 self._grouped.clear()
@@ -200,6 +256,7 @@ class RedisStreamsQueue:
             if fields
         ]
 
+    @_bounded
     async def claim_stale(
         self, worker_id: str, models: Sequence[str], min_idle_s: float, count: int
     ) -> list[Delivery]:
@@ -243,6 +300,7 @@ class RedisStreamsQueue:
                     await self._redis.srem(self._targets_key(model), orphan)
         return out
 
+    @_bounded
     async def touch(self, worker_id: str, deliveries: Sequence[Delivery]) -> None:
         by_key: dict[str, list[str]] = {}
         for d in deliveries:
@@ -254,6 +312,7 @@ class RedisStreamsQueue:
             except ResponseError:
                 pass  # the stream or group is gone (Redis restarted); nothing left to keep alive
 
+    @_bounded
     async def ack(self, delivery: Delivery) -> None:
         key, eid = delivery.entry.rsplit(" ", 1)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -261,6 +320,7 @@ class RedisStreamsQueue:
             pipe.xdel(key, eid)
             await pipe.execute(raise_on_error=False)
 
+    @_bounded
     async def reply(self, request_id: str, reply: Reply) -> None:
         key = self._reply_key(request_id)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -268,6 +328,7 @@ class RedisStreamsQueue:
             pipe.expire(key, int(self.reply_ttl_s))
             await pipe.execute()
 
+    @_bounded
     async def mark_started(self, request_id: str, worker_id: str) -> str | None:
         prev = await self._redis.set(
             f"{self._p}:started:{request_id}", worker_id, nx=True, get=True, ex=int(self.reply_ttl_s)
@@ -276,16 +337,19 @@ class RedisStreamsQueue:
             return None
         return _s(prev)
 
+    @_bounded
     async def started_by(self, request_id: str) -> str | None:
         raw = await self._redis.get(f"{self._p}:started:{request_id}")
         return None if raw is None else _s(raw)
 
+    @_bounded
     async def cancelled(self, request_ids: Sequence[str]) -> set[str]:
         if not request_ids:
             return set()
         flags = await self._redis.mget([f"{self._p}:cancel:{r}" for r in request_ids])
         return {r for r, f in zip(request_ids, flags, strict=True) if f is not None}
 
+    @_bounded
     async def report(self, report: WorkerReport) -> None:
         report.updated_at = time.time()
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -297,13 +361,20 @@ class RedisStreamsQueue:
             pipe.sadd(f"{self._p}:workers", report.worker_id)
             await pipe.execute()
 
+    @_bounded
     async def unregister(self, worker_id: str) -> None:
         await self._redis.delete(f"{self._p}:worker:{worker_id}")
         await self._redis.srem(f"{self._p}:workers", worker_id)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        """Close the pool; within ``connect_timeout_s`` (+1 s) even if Redis stopped answering."""
+        try:
+            async with asyncio.timeout(self.connect_timeout_s + 1.0):
+                await self._redis.aclose()
+        except (TimeoutError, RedisError, OSError):
+            pass  # the sockets are closed on our side; nothing else to wait for
 
+    @_bounded
     async def purge(self) -> None:
         """Delete every key under this queue's prefix (tests and ``bench/queue.py`` clean up with it)."""
         keys: list[Any] = [k async for k in self._redis.scan_iter(match=f"{self._p}:*", count=1000)]

@@ -34,8 +34,9 @@ class RetiredAdapters:
         self._owns = owns_client
 
     @classmethod
-    def from_url(cls, url: str, key_prefix: str, *, keep_s: float = KEEP_S) -> RetiredAdapters:
-        return cls(aioredis.Redis.from_url(url), key_prefix, keep_s=keep_s, owns_client=True)
+    def from_url(cls, url: str, key_prefix: str, *, keep_s: float = KEEP_S, **client: Any) -> RetiredAdapters:
+        """``client``: redis-py client options (the worker passes the queue's socket timeouts)."""
+        return cls(aioredis.Redis.from_url(url, **client), key_prefix, keep_s=keep_s, owns_client=True)
 
     async def retire(self, engine_name: str) -> None:
         now = time.time()

@@ -14,7 +14,11 @@ server, so the bytes a client sees are the same on both paths) and runs four loo
 - **cancel poll** (every ``cancel_poll_s``): requests whose gateway cancelled them are stopped,
   which aborts their engine requests and frees their KV blocks.
 - **drain**: on SIGTERM/SIGINT the worker stops taking jobs, finishes those in flight (up to
-  ``drain_timeout_s``), unregisters and exits 0, so a scale-in never kills a request.
+  ``drain_timeout_s``), unregisters and exits 0, so a scale-in never kills a request. ``run`` returns
+  within ``drain_timeout_s + STOP_BOUND_S`` plus the take in progress (one queue operation, or a retry
+  backoff of at most 2 s) plus the final unregister (one queue operation): jobs still running at the
+  drain deadline and the loops are stopped with :func:`modelyard.aio.cancel_and_wait`, which re-sends
+  a cancel that Python 3.11 can lose.
 
 Redis errors never end the process: each loop logs and retries with backoff, so a restarted Redis
 is picked up again (consumer groups are recreated on the next take).
@@ -36,6 +40,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from modelyard.aio import cancel_and_wait
 from modelyard.errors import InvalidRequest, ModelyardError
 from modelyard.gateway.backends.base import Backend, BackendRequest, Endpoint
 from modelyard.protocol.openai import ChatCompletionRequest, CompletionRequest
@@ -54,6 +59,9 @@ from modelyard.settings import QueueSettings
 log = logging.getLogger("modelyard.worker")
 
 _PREFIXES_KEPT = 256
+JOBS_STOP_S = 3.0  # jobs still running at the drain deadline end (in-band error) within this
+LOOPS_STOP_S = 2.0  # the heartbeat and cancel loops end within this
+STOP_BOUND_S = JOBS_STOP_S + LOOPS_STOP_S
 _QUEUE_ERRORS = (RedisError, OSError)
 
 
@@ -81,7 +89,7 @@ class Worker:
         self.queue_wait = QueueWaitHistogram()
         self._tasks: dict[str, tuple[asyncio.Task[None], Delivery]] = {}
         self._prefixes: deque[str] = deque(maxlen=_PREFIXES_KEPT)
-        self._stopped = asyncio.Event()
+        self._closing = False  # the heartbeat and cancel loops end at their next turn
 
     @property
     def in_flight(self) -> int:
@@ -107,13 +115,12 @@ class Worker:
             deadline = time.monotonic() + self.drain_timeout_s
             while self._tasks and time.monotonic() < deadline:
                 await asyncio.wait([t for t, _ in self._tasks.values()], timeout=deadline - time.monotonic())
-            for task, _ in list(self._tasks.values()):
-                task.cancel()
-            await asyncio.gather(*(t for t, _ in list(self._tasks.values())), return_exceptions=True)
+            await cancel_and_wait(
+                [t for t, _ in self._tasks.values()], JOBS_STOP_S, what=f"jobs of worker {self.worker_id}"
+            )
         finally:
-            for loop in loops:
-                loop.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            self._closing = True
+            await cancel_and_wait(loops, LOOPS_STOP_S, what=f"loops of worker {self.worker_id}")
             with contextlib.suppress(*_QUEUE_ERRORS):
                 await self.queue.unregister(self.worker_id)
 
@@ -149,7 +156,7 @@ class Worker:
                 self._spawn(d)
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.cfg.heartbeat_s)
             try:
                 await self._unload_retired()
@@ -167,7 +174,7 @@ class Worker:
                 log.warning("heartbeat failed: %s", exc)
 
     async def _cancel_loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.cfg.cancel_poll_s)
             if not self._tasks:
                 continue
@@ -385,7 +392,12 @@ async def serve_worker(
         await backend.start()
         backends[m.name] = backend
         log.info("worker loaded %s", m.name)
-    retired = RetiredAdapters.from_url(q.redis_url, q.key_prefix)
+    retired = RetiredAdapters.from_url(
+        q.redis_url,
+        q.key_prefix,
+        socket_timeout=q.redis_socket_timeout_s,
+        socket_connect_timeout=q.redis_connect_timeout_s,
+    )
     worker = Worker(
         queue, backends, q, worker_id=worker_id, drain_timeout_s=settings.drain_timeout_s, retired=retired
     )

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from modelyard.errors import InvalidRequest, ModelNotFound, ModelyardError
 from modelyard.registry.records import ModelInfo, Prices, VersionInfo
+from modelyard.registry.sampling import SamplingDefaults
 from modelyard.registry.service import Registry, version_fields
 from modelyard.store.audit import CLI_ACTOR
 from modelyard.store.db import default_database_url
@@ -30,6 +31,10 @@ alias_app = typer.Typer(no_args_is_help=True, help="Movable aliases (production,
 app.add_typer(alias_app, name="alias")
 price_app = typer.Typer(no_args_is_help=True, help="Prices per 1000 tokens (cost and money budgets).")
 app.add_typer(price_app, name="price")
+defaults_app = typer.Typer(
+    no_args_is_help=True, help="Sampling defaults of a version (for request fields left unset)."
+)
+app.add_typer(defaults_app, name="defaults")
 
 DatabaseUrl = Annotated[
     str | None,
@@ -78,9 +83,13 @@ def _price_text(prices: Prices | None) -> str:
     return f"{prices.prompt_per_1k:g} / {prices.completion_per_1k:g}"
 
 
+def _defaults_text(defaults: SamplingDefaults) -> str:
+    return " ".join(f"{k}={v}" for k, v in defaults.to_dict().items()) or "-"
+
+
 def _versions_table(title: str, versions: tuple[VersionInfo, ...]) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("version", "aliases", "arch", "context", "quant", "digest", "artifact"):
+    for column in ("version", "aliases", "arch", "context", "quant", "digest", "defaults", "artifact"):
         table.add_column(column, overflow="fold")
     for v in versions:
         table.add_row(
@@ -90,9 +99,30 @@ def _versions_table(title: str, versions: tuple[VersionInfo, ...]) -> Table:
             str(v.context_length),
             v.quantization or "-",
             _short(v.digest),
+            _defaults_text(v.defaults),
             v.artifact_uri,
         )
     return table
+
+
+def _version_json(v: VersionInfo) -> dict[str, Any]:
+    out = asdict(v)
+    out["artifact_defaults"] = v.artifact_defaults.to_dict()
+    out["default_overrides"] = v.default_overrides.to_dict()
+    out["defaults"] = v.defaults.to_dict()
+    return out
+
+
+def _settings_defaults(name: str) -> SamplingDefaults:
+    """The settings' defaults of local model ``name`` (the layer under the registry's), if it is one."""
+    from modelyard.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except ModelyardError:
+        return SamplingDefaults()
+    found = next((m for m in settings.local_models if m.name == name), None)
+    return SamplingDefaults.from_mapping(found.sampling_defaults() if found is not None else None)
 
 
 @app.command("list")
@@ -178,16 +208,25 @@ def show(
     database_url: DatabaseUrl = None,
     as_json: AsJson = False,
 ) -> None:
-    """Show a model with all its versions and aliases."""
+    """Show a model with all its versions and aliases, and its sampling defaults.
+
+    A version's defaults are the registry's (an operator's over the artifact's); the settings'
+    defaults of a local model (``local_models[].defaults``, read from the same config as ``serve``)
+    fill the fields they leave unset."""
     with _open(database_url) as registry:
         model = registry.get_model(name)
+    fallback = _settings_defaults(name)
     if as_json:
-        _print_json(asdict(model))
+        data = asdict(model)
+        data["versions"] = [_version_json(v) for v in model.versions]
+        data["settings_defaults"] = fallback.to_dict()
+        _print_json(data)
         return
     console = Console()
     kind = "base model" if model.is_base_model else "model"
     console.print(f"[bold]{model.name}[/bold] ({kind}) {model.description}".rstrip(), highlight=False)
     console.print(f"price per 1k tokens (prompt / completion): {_price_text(model.prices)}", highlight=False)
+    console.print(f"settings defaults (under each version's): {_defaults_text(fallback)}", highlight=False)
     console.print(_versions_table("Versions", model.versions))
 
 
@@ -244,6 +283,68 @@ def price_clear(
     with _open(database_url) as registry:
         model = registry.clear_prices(name, actor=CLI_ACTOR)
     _print_prices(model, as_json)
+
+
+VersionArg = Annotated[
+    int | None,
+    typer.Argument(help="Version number [default: the one `production` points at, else the latest]."),
+]
+
+
+@defaults_app.command("set")
+def defaults_set(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: VersionArg = None,
+    temperature: Annotated[float | None, typer.Option(help="0-2; 0 is greedy.")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", help="(0, 1].")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="0 is off.")] = None,
+    min_p: Annotated[float | None, typer.Option("--min-p", help="0-1.")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Chat and completions.")] = None,
+    presence_penalty: Annotated[float | None, typer.Option("--presence-penalty", help="-2..2.")] = None,
+    frequency_penalty: Annotated[float | None, typer.Option("--frequency-penalty", help="-2..2.")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option("--repetition-penalty", help="(0, 2].")] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="A stop sequence (repeatable).")] = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Set the sampling defaults of NAME's VERSION (replacing earlier ones); servers pick them up
+    within registry_poll_s. Requests that set a field themselves keep their value."""
+    given = {
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "min_p": min_p,
+        "max_tokens": max_tokens,
+        "presence_penalty": presence_penalty,
+        "frequency_penalty": frequency_penalty,
+        "repetition_penalty": repetition_penalty,
+        "stop": stop or None,
+    }
+    with _open(database_url) as registry:
+        number = version if version is not None else registry.resolve(name).version
+        info = registry.set_defaults(name, number, given, actor=CLI_ACTOR)
+    _print_defaults(info, as_json)
+
+
+@defaults_app.command("clear")
+def defaults_clear(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: VersionArg = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Remove the operator's defaults of NAME's VERSION (the artifact's and the settings' apply)."""
+    with _open(database_url) as registry:
+        number = version if version is not None else registry.resolve(name).version
+        info = registry.clear_defaults(name, number, actor=CLI_ACTOR)
+    _print_defaults(info, as_json)
+
+
+def _print_defaults(info: VersionInfo, as_json: bool) -> None:
+    if as_json:
+        _print_json({"model": info.model, "version": info.version, "defaults": info.defaults.to_dict()})
+        return
+    Console().print(f"{info.model}:{info.version} defaults: {_defaults_text(info.defaults)}", highlight=False)
 
 
 def _print_prices(model: ModelInfo, as_json: bool) -> None:

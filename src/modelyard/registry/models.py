@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    inspect,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -82,8 +83,29 @@ class VersionRow(Base):
     quantization: Mapped[str | None] = mapped_column(String(32), nullable=True)
     serving_params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
+    # Sampling defaults the artifact carries, read at registration (NULL on rows older than 0005).
+    artifact_defaults: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     model: Mapped[ModelRow] = relationship(back_populates="versions")
+    defaults: Mapped[VersionDefaultsRow | None] = relationship(
+        back_populates="version", cascade="all, delete-orphan", uselist=False
+    )
+
+
+class VersionDefaultsRow(Base):
+    """An operator's sampling defaults for one version: mutable, unlike the version itself."""
+
+    __tablename__ = "registry_version_defaults"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("registry_model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=_now, onupdate=_now
+    )
+
+    version: Mapped[VersionRow] = relationship(back_populates="defaults")
 
 
 class AliasRow(Base):
@@ -107,5 +129,9 @@ class AliasRow(Base):
 
 
 @event.listens_for(VersionRow, "before_update")
-def _versions_are_immutable(_mapper: Any, _connection: Any, target: VersionRow) -> None:
+def _versions_are_immutable(mapper: Any, _connection: Any, target: VersionRow) -> None:
+    # Fires for any dirty version, also one whose operator defaults (another table) changed.
+    state = inspect(target)
+    if not any(state.attrs[attr.key].history.has_changes() for attr in mapper.column_attrs):
+        return
     raise Conflict(f"model versions are immutable (tried to change version {target.version})")

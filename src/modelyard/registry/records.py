@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from modelyard.errors import InvalidRequest, ModelNotFound
+from modelyard.registry.sampling import NO_DEFAULTS, SamplingDefaults
 
 PRODUCTION_ALIAS = "production"
 
@@ -38,7 +39,11 @@ MAX_PRICE_PER_1K = 1_000_000.0
 
 @dataclass(slots=True, frozen=True)
 class VersionInfo:
-    """One immutable version of a model. ``digest`` is ``sha256:<hex>``, or None for a remote reference."""
+    """One immutable version of a model. ``digest`` is ``sha256:<hex>``, or None for a remote reference.
+
+    ``artifact_defaults`` are the sampling defaults the artifact carries (read at registration);
+    ``default_overrides`` an operator's, which win field by field (see :attr:`defaults`).
+    """
 
     model: str
     version: int
@@ -51,6 +56,13 @@ class VersionInfo:
     serving_params: dict[str, Any]
     created_at: datetime
     aliases: tuple[str, ...] = ()
+    artifact_defaults: SamplingDefaults = NO_DEFAULTS
+    default_overrides: SamplingDefaults = NO_DEFAULTS
+
+    @property
+    def defaults(self) -> SamplingDefaults:
+        """The registry's sampling defaults of this version (overrides over the artifact's)."""
+        return self.default_overrides.over(self.artifact_defaults)
 
 
 @dataclass(slots=True, frozen=True)
@@ -105,6 +117,7 @@ class ResolvedModel:
     is_base_model: bool
     serving_params: dict[str, Any]
     aliases: tuple[str, ...]
+    defaults: SamplingDefaults = NO_DEFAULTS
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
@@ -166,6 +179,7 @@ def resolve_in(models: Mapping[str, ModelInfo], ref: str) -> ResolvedModel:
         is_base_model=model.is_base_model,
         serving_params=dict(info.serving_params),
         aliases=info.aliases,
+        defaults=info.defaults,
     )
 
 

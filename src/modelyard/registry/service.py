@@ -11,7 +11,7 @@ The methods are synchronous (a few milliseconds each); call them from async code
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from modelyard.errors import Conflict, ModelNotFound
 from modelyard.registry.artifacts import normalize_artifact
-from modelyard.registry.models import AliasRow, ModelRow, RegistryState, VersionRow
+from modelyard.registry.models import AliasRow, ModelRow, RegistryState, VersionDefaultsRow, VersionRow
 from modelyard.registry.records import (
     ARCHITECTURE_RE,
     MAX_DESCRIPTION_CHARS,
@@ -44,6 +44,7 @@ from modelyard.registry.records import (
     check_version_number,
     resolve_in,
 )
+from modelyard.registry.sampling import SamplingDefaults, artifact_defaults
 from modelyard.store.audit import SYSTEM_ACTOR, audit
 from modelyard.store.db import create_db_engine
 from modelyard.store.db import migrate as migrate_engine
@@ -65,6 +66,11 @@ class Registry:
         self._write_sessions = sessionmaker(
             self._engine.execution_options(write=True), expire_on_commit=False
         )
+
+    @property
+    def engine(self) -> Engine:
+        """The database engine; stores whose tables live beside the registry's share it."""
+        return self._engine
 
     def migrate(self) -> None:
         """Upgrade the schema to the latest migration; safe on every start and from several processes."""
@@ -145,8 +151,12 @@ class Registry:
         serving_params: dict[str, Any] | None = None,
         description: str = "",
         tokenizer: str | None = None,
+        digest: str | None = None,
     ) -> ResolvedModel:
         """Make sure ``name`` serves this artifact; idempotent, for bootstrapping packaged models.
+
+        ``digest``: the artifact's ``sha256:`` digest when the caller already knows it (the engine
+        remembers its GGUF files' digests), so a start does not hash the file again.
 
         Registers the model, version 1 and alias ``production`` if the model is absent. If a version
         with the same digest, location and serving fields exists, nothing changes (an operator's alias
@@ -157,7 +167,7 @@ class Registry:
         check_text(description, "description", MAX_DESCRIPTION_CHARS)
         fields = version_fields(
             artifact_uri=artifact_uri,
-            digest=None,
+            digest=digest,
             architecture=architecture,
             tokenizer=tokenizer,
             context_length=context_length,
@@ -243,6 +253,45 @@ class Registry:
                 audit(session, actor, "model.prices.clear", name)
             return _model_info(model)
 
+    def set_defaults(
+        self, name: str, version: int, defaults: Mapping[str, Any], *, actor: str = SYSTEM_ACTOR
+    ) -> VersionInfo:
+        """Set the operator's sampling defaults of ``name:version`` (replacing earlier ones).
+
+        ``defaults`` is validated by :meth:`SamplingDefaults.from_mapping`; an empty mapping is the same
+        as :meth:`clear_defaults`. They win over the artifact's defaults, field by field.
+        """
+        check_version_number(version)
+        params = SamplingDefaults.from_mapping(defaults).to_dict()
+        if not params:
+            return self.clear_defaults(name, version, actor=actor)
+        with self._write() as session:
+            model = self._get(session, name)
+            row = self._version_row(model, version)
+            if row.defaults is None:
+                row.defaults = VersionDefaultsRow(params=params)
+            elif row.defaults.params != params:
+                row.defaults.params = params
+            else:
+                return self._version_of(model, row)
+            session.flush()
+            self._bump(session)
+            audit(session, actor, "model.defaults.set", f"{name}:{version}", **params)
+            return self._version_of(model, row)
+
+    def clear_defaults(self, name: str, version: int, *, actor: str = SYSTEM_ACTOR) -> VersionInfo:
+        """Remove the operator's defaults of ``name:version`` (the artifact's and the settings' apply)."""
+        check_version_number(version)
+        with self._write() as session:
+            model = self._get(session, name)
+            row = self._version_row(model, version)
+            if row.defaults is not None:
+                row.defaults = None  # delete-orphan: the row goes
+                session.flush()
+                self._bump(session)
+                audit(session, actor, "model.defaults.clear", f"{name}:{version}")
+            return self._version_of(model, row)
+
     # -- reads ------------------------------------------------------------------------------------
 
     def resolve(self, ref: str) -> ResolvedModel:
@@ -311,9 +360,22 @@ class Registry:
             raise ModelNotFound(f"the model '{name}' does not exist", param="name")
         return model
 
+    @staticmethod
+    def _version_row(model: ModelRow, version: int) -> VersionRow:
+        row = next((v for v in model.versions if v.version == version), None)
+        if row is None:
+            raise ModelNotFound(f"the model '{model.name}' has no version {version}", param="version")
+        return row
+
+    @staticmethod
+    def _version_of(model: ModelRow, row: VersionRow) -> VersionInfo:
+        aliases = tuple(sorted(a.alias for a in model.aliases if a.version_id == row.id))
+        return _version_info(model.name, row, aliases)
+
     def _add_version(self, session: Session, model: ModelRow, fields: dict[str, Any]) -> VersionRow:
         last = session.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id))
-        row = VersionRow(model=model, version=(last or 0) + 1, **fields)
+        carried = artifact_defaults(fields["artifact_uri"]).to_dict() or None
+        row = VersionRow(model=model, version=(last or 0) + 1, artifact_defaults=carried, **fields)
         session.add(row)
         session.flush()
         self._bump(session)
@@ -334,7 +396,8 @@ class Registry:
 
 def _model_query():  # type: ignore[no-untyped-def]
     return select(ModelRow).options(
-        selectinload(ModelRow.versions), selectinload(ModelRow.aliases).selectinload(AliasRow.target)
+        selectinload(ModelRow.versions).selectinload(VersionRow.defaults),
+        selectinload(ModelRow.aliases).selectinload(AliasRow.target),
     )
 
 
@@ -398,6 +461,8 @@ def _version_info(model: str, row: VersionRow, aliases: tuple[str, ...]) -> Vers
         serving_params=dict(row.serving_params or {}),
         created_at=_utc(row.created_at),
         aliases=aliases,
+        artifact_defaults=SamplingDefaults.from_mapping(row.artifact_defaults),
+        default_overrides=SamplingDefaults.from_mapping(row.defaults.params if row.defaults else None),
     )
 
 

@@ -1,14 +1,20 @@
-"""``AuthMiddleware``: pure ASGI authentication and scope checks in front of ``/v1`` and ``/admin``.
+"""``AuthMiddleware``: pure ASGI authentication and scope checks in front of every route.
 
 Resolves the caller once per request (``Authorization: Bearer <key>``) into a
 :class:`~modelyard.tenancy.records.Principal`, exposed as ``request.state.principal`` and to the
 gateway through :data:`~modelyard.tenancy.gateway.current_principal`. Coarse scope rules live here;
 per-tenant rules (a tenant admin sees only its tenant) live in the admin handlers.
 
-- ``/v1/*`` POST needs ``inference`` (or ``admin``); ``GET /v1/models*`` any scope.
-- ``/admin/models*`` (the model registry) needs a system admin key; other ``/admin/*`` routes need
-  ``admin`` or ``read`` and check the tenant themselves.
-- Paths outside ``/v1`` and ``/admin`` (health, readiness, metrics) pass untouched.
+Closed by default: a path is public only if it is on :data:`PUBLIC_PATHS` (``/health``, ``/ready``,
+and ``/metrics`` unless ``tenancy.metrics_require_key``); every other path, existing or not, HTTP or
+WebSocket, needs a caller. Then:
+
+- ``/v1/*`` POST (and WebSocket) needs ``inference`` (or ``admin``); ``GET /v1/models*`` any scope.
+- ``/admin/models*`` (the model registry) needs a system admin key.
+- :data:`SYSTEM_PATHS` (``/stats``, and ``/metrics`` when it needs a key) show every tenant at once,
+  so they need a system admin key (or anonymous local admin where ``tenancy.auth`` allows it).
+- Everything else (``/admin/*``, ``/monitoring/*``) needs ``admin`` or ``read``; the handlers check
+  the tenant themselves (a tenant key sees only its own tenant).
 
 Without a key: anonymous local admin if the tenancy settings allow it, else 401. With anonymous
 allowed, a bearer token that does not look like a modelyard key is ignored (the OpenAI client always
@@ -41,6 +47,18 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
+# Answer without a caller. Liveness and readiness carry no tenant data.
+PUBLIC_PATHS = frozenset({"/health", "/ready"})
+METRICS_PATH = "/metrics"
+# Routes whose answer covers every tenant: only system admins may read them.
+SYSTEM_PATHS = frozenset({"/stats", METRICS_PATH})
+
+
+def is_public(path: str, *, metrics_require_key: bool) -> bool:
+    """Whether ``path`` answers without an API key."""
+    return path in PUBLIC_PATHS or (path == METRICS_PATH and not metrics_require_key)
+
+
 def _check_scope(principal: Principal, method: str, path: str) -> None:
     scopes = principal.scopes
     if path.startswith("/v1/"):
@@ -51,6 +69,8 @@ def _check_scope(principal: Principal, method: str, path: str) -> None:
         return
     if path.startswith("/admin/models") and not principal.is_system_admin:
         raise PermissionDenied("The model registry needs a system admin key.")
+    if path in SYSTEM_PATHS and not principal.is_system_admin:
+        raise PermissionDenied(f"`{path}` covers every tenant: it needs a system admin key.")
     if not scopes & {KeyScope.ADMIN, KeyScope.READ}:
         raise PermissionDenied("Admin routes need an API key with the `admin` or `read` scope.")
 
@@ -83,18 +103,25 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path.startswith("/v1/") or path.startswith("/admin")):
-            await self.app(scope, receive, send)
-            return
-        state: dict[str, Any] = scope.setdefault("state", {})
+        kind = scope["type"]
+        state: dict[str, Any] = scope.setdefault("state", {}) if kind != "lifespan" else {}
         tenancy: Tenancy | None = state.get("tenancy")
-        if tenancy is None:  # app built without tenancy
+        if (
+            kind not in ("http", "websocket")
+            or tenancy is None  # app built without tenancy
+            or is_public(path, metrics_require_key=tenancy.cfg.metrics_require_key)
+        ):
             await self.app(scope, receive, send)
             return
+        # A WebSocket upgrade is an inference call (the only socket route streams chat completions).
+        method = scope["method"] if kind == "http" else "POST"
         try:
-            principal = await authorize(tenancy, scope, scope["method"], path)
+            principal = await authorize(tenancy, scope, method, path)
         except ModelyardError as exc:
-            await _send_error(send, exc)
+            if kind == "http":
+                await _send_error(send, exc)
+            else:
+                await _deny_websocket(scope, receive, send, exc)
             return
         state["principal"] = principal
         extra: dict[str, str] = {}
@@ -116,8 +143,7 @@ class AuthMiddleware:
             current_headers.reset(h_token)
 
 
-async def _send_error(send: Send, exc: ModelyardError) -> None:
-    body = error_bytes(exc)
+def _error_headers(exc: ModelyardError, body: bytes) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -125,5 +151,32 @@ async def _send_error(send: Send, exc: ModelyardError) -> None:
     ]
     if isinstance(exc, AuthenticationError):
         headers.append((b"www-authenticate", b'Bearer realm="modelyard"'))
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    return headers
+
+
+async def _send_error(send: Send, exc: ModelyardError) -> None:
+    body = error_bytes(exc)
+    await send(
+        {"type": "http.response.start", "status": exc.status_code, "headers": _error_headers(exc, body)}
+    )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _deny_websocket(scope: Scope, receive: Receive, send: Send, exc: ModelyardError) -> None:
+    """Refuse a WebSocket before it is accepted: the HTTP error where the server supports the
+    denial extension, else close code 1008 (policy violation)."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    body = error_bytes(exc)
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": exc.status_code,
+                "headers": _error_headers(exc, body),
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})

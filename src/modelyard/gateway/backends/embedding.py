@@ -12,6 +12,7 @@ import orjson
 from modelyard.embeddings import Embedder
 from modelyard.errors import ContextLengthExceeded, InvalidRequest, OverCapacity
 from modelyard.gateway.backends.base import BackendRequest, Endpoint
+from modelyard.gateway.loading import ModelLoad
 from modelyard.protocol.openai import EmbeddingRequest
 
 
@@ -31,6 +32,7 @@ class EmbeddingBackend:
         self._embedder: Embedder | None = None
         self._limiter = anyio.CapacityLimiter(1)
         self.served_inputs = 0
+        self.load = ModelLoad(self.name, self.model)  # state and timings, kept by ModelLoader
 
     async def start(self) -> None:
         self._embedder = await anyio.to_thread.run_sync(self._load)

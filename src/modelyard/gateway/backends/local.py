@@ -32,6 +32,7 @@ from modelyard.errors import (
     OverCapacity,
 )
 from modelyard.gateway.backends.base import BackendRequest, Endpoint
+from modelyard.gateway.loading import ModelLoad
 from modelyard.protocol.openai import ChatCompletionRequest, CompletionRequest
 from modelyard.settings import LocalModelSettings, Settings
 
@@ -59,6 +60,7 @@ class LocalBackend:
         self._lora_users: dict[str, int] = {}  # engine adapter id -> requests of this backend using it
         self._retired: set[str] = set()  # deleted adapters: refused, unloaded once unused
         self._unloads: set[asyncio.Task[None]] = set()
+        self.load = ModelLoad(self.name, self.model)  # state and timings, kept by ModelLoader
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def _load(self) -> Any:
@@ -97,6 +99,8 @@ class LocalBackend:
         match = _QUANT_IN_NAME.search(Path(self.source_path).name)
         return {
             "artifact_uri": self.source_path,
+            # a GGUF file's digest is the engine's (remembered by size and mtime): no second hash
+            "digest": f"sha256:{self.digest}" if Path(self.source_path).is_file() else None,
             "architecture": str(engine.engine.loaded.architecture),
             "context_length": int(engine.max_model_len),
             "quantization": match.group(1).upper() if match else None,
@@ -144,8 +148,11 @@ class LocalBackend:
             logprobs = (parsed.top_logprobs or 0) if parsed.logprobs else None
         else:
             max_tokens, param, logprobs = parsed.max_tokens, "max_tokens", parsed.logprobs
-        if max_tokens is None:
-            max_tokens = max(1, min(self._settings.limits.default_max_tokens, window - len(ids)))
+        if max_tokens is None:  # the engine's default (a model version's default was applied upstream)
+            chat = isinstance(parsed, ChatCompletionRequest)
+            limits = self._settings.limits
+            default = limits.default_chat_max_tokens if chat else limits.default_max_tokens
+            max_tokens = max(1, min(default, window - len(ids)))
         if len(ids) + max_tokens > window:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {window} tokens. However, you requested "
@@ -159,8 +166,11 @@ class LocalBackend:
             max_tokens=max_tokens,
             temperature=1.0 if parsed.temperature is None else parsed.temperature,
             top_p=1.0 if parsed.top_p is None else parsed.top_p,
+            top_k=max(parsed.top_k or 0, 0),
+            min_p=parsed.min_p or 0.0,
             presence_penalty=parsed.presence_penalty or 0.0,
             frequency_penalty=parsed.frequency_penalty or 0.0,
+            repetition_penalty=1.0 if parsed.repetition_penalty is None else parsed.repetition_penalty,
             seed=parsed.seed,
             stop=parsed.stop_list(),
             logprobs=logprobs,
@@ -275,7 +285,9 @@ class LocalBackend:
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": texts[i], "refusal": None},
-                    "logprobs": {"content": [_chat_lp(t) for t in logprobs[i]]} if want_lp else None,
+                    "logprobs": {"content": [_chat_lp(t) for t in logprobs[i]], "refusal": None}
+                    if want_lp
+                    else None,
                     "finish_reason": finish[i],
                 }
                 for i in range(n)
@@ -393,7 +405,7 @@ def _chunk_choice(out: RequestOutput, chat: bool, want_lp: bool) -> dict[str, An
             "finish_reason": finish,
         }
         if want_lp:
-            choice["logprobs"] = {"content": [_chat_lp(t) for t in out.logprobs or ()]}
+            choice["logprobs"] = {"content": [_chat_lp(t) for t in out.logprobs or ()], "refusal": None}
         return choice
     return {
         "index": out.index,

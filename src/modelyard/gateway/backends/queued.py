@@ -8,6 +8,11 @@ class (so a context-length error is still a 400); after output reached the clien
 Only the first worker that sent output for a request is listened to, so a job delivered twice
 never shows twice. Closing the stream early cancels the job on its worker (its engine request is
 aborted and its KV blocks freed).
+
+:meth:`QueuedBackend.close` is bounded (``CLOSE_BOUND_S`` plus the queue's own close, see
+``RedisStreamsQueue.close``): the poller is cancelled with re-cancels (:func:`modelyard.aio.cancel_and_wait`),
+reply readers still open end within one read (``_READ_BLOCK_S``) with an error (``WorkerLost`` after
+output, else 503 ``over_capacity``) and cancel their jobs, then the queue closes.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from modelyard import errors
+from modelyard.aio import cancel_and_wait
 from modelyard.errors import EngineError, ModelyardError, UpstreamTimeout
 from modelyard.gateway.backends.base import BackendRequest, Endpoint, RouteHint, RouteView
 from modelyard.gateway.worker_router import pick_worker
@@ -40,6 +46,9 @@ from modelyard.settings import QueueSettings
 log = logging.getLogger("modelyard.queue")
 
 _READ_BLOCK_S = 1.0
+POLLER_STOP_S = 1.0  # the poller is gone within this after close() (re-cancelled meanwhile)
+READERS_STOP_S = 2.0  # open reply readers notice the close within one read (_READ_BLOCK_S)
+CLOSE_BOUND_S = POLLER_STOP_S + READERS_STOP_S
 _QUEUE_TIMES_KEPT = 2048
 
 
@@ -76,19 +85,28 @@ class QueuedBackend:
         self.rejected = 0
         self.depth: int | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._closing = False
+        self._readers = 0  # requests submitted or reading replies now (close waits for them)
 
     async def start(self) -> None:
         self._poller = asyncio.create_task(self._poll(), name=f"queue-poll-{self.model}")
 
     async def close(self) -> None:
+        """Stop polling, end open reply readers, close the queue; see the module docstring for the bound."""
+        self._closing = True
         if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+            await cancel_and_wait([self._poller], POLLER_STOP_S, what=f"queue poller of {self.model}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READERS_STOP_S
+        while self._readers and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if self._readers:
+            log.warning("%d reply readers of %s still open at close", self._readers, self.model)
         await self._queue.close()
 
     async def _poll(self) -> None:
         """Keep worker reports and the queue depth fresh for routing and ``/stats``."""
-        while True:
+        while not self._closing:  # the flag, not only cancel(): a cancel can be lost (modelyard.aio)
             try:
                 self._reports, self._reports_at = await self._queue.workers(), time.monotonic()
                 self.depth = await self._queue.depth(self.model)
@@ -153,6 +171,8 @@ class QueuedBackend:
         return target
 
     async def _submit(self, request: BackendRequest, stream: bool) -> None:
+        if self._closing:
+            raise errors.OverCapacity("the gateway is shutting down; retry shortly")
         prefix = prefix_hash(request.body)
         lora = _lora_fields(getattr(request, "lora", None))
         adapter = f"{lora['tenant_id']}/{lora['name']}/{lora['id']}" if lora else None  # engine_name
@@ -175,12 +195,17 @@ class QueuedBackend:
         self.submitted += 1
 
     async def _events(self, request_id: str) -> AsyncIterator[bytes]:
-        """Payloads of the request from its serving worker; raises on errors and timeouts."""
+        """Payloads of the request from its serving worker; raises on errors, timeouts and close."""
         cursor, owner, sent = "0", None, False
         started = False
         last_seq: dict[str, int] = {}
         deadline = time.monotonic() + self._cfg.queue_timeout_s
         while True:
+            if self._closing:
+                msg = f"the gateway shut down while request {request_id} was "
+                if sent:
+                    raise WorkerLost(msg + "streaming; the partial response is not replayed")
+                raise errors.OverCapacity(msg + "waiting for a worker; retry shortly")
             try:
                 replies, cursor = await self._queue.read(request_id, cursor, _READ_BLOCK_S)
             except (RedisError, OSError) as read_error:
@@ -222,6 +247,13 @@ class QueuedBackend:
                     return
 
     async def complete(self, request: BackendRequest) -> bytes:
+        self._readers += 1
+        try:
+            return await self._complete(request)
+        finally:
+            self._readers -= 1
+
+    async def _complete(self, request: BackendRequest) -> bytes:
         await self._submit(request, stream=False)
         done = False
         try:
@@ -236,14 +268,18 @@ class QueuedBackend:
             await self._end(request.request_id, done)
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[bytes]:
-        await self._submit(request, stream=True)
+        self._readers += 1
         done = False
         try:
-            async for data in self._events(request.request_id):
-                yield data
-            done = True
+            await self._submit(request, stream=True)
+            try:
+                async for data in self._events(request.request_id):
+                    yield data
+                done = True
+            finally:
+                await self._end(request.request_id, done)
         finally:
-            await self._end(request.request_id, done)
+            self._readers -= 1
 
     async def _end(self, request_id: str, done: bool) -> None:
         try:

@@ -31,8 +31,13 @@ def create_admin_app(exception_handlers: Mapping[Any, Any] | None = None) -> Fas
         redoc_url=None,
     )
     app.include_router(models_router)
-    from modelyard.http.admin import adapters, keys, tenants, usage
+    from modelyard.http.admin import adapters, jobs, keys, prompts, tenants, usage
 
-    for module in (tenants, keys, adapters, usage):
+    for module in (tenants, keys, adapters, usage, prompts, jobs):
         app.include_router(module.router)
+    from modelyard.http.admin import evals, experiments
+
+    app.include_router(evals.router)
+    app.include_router(experiments.router)
+    app.include_router(experiments.shadows_router)
     return app

@@ -27,6 +27,7 @@ from modelyard.protocol.admin import (
     RegisteredModelList,
     RegisterModelRequest,
     SetAliasRequest,
+    SetDefaultsRequest,
     SetPricesRequest,
 )
 from modelyard.registry import ModelInfo, Registry, VersionInfo
@@ -60,6 +61,9 @@ def _version(info: VersionInfo) -> ModelVersion:
         serving_params=info.serving_params,
         aliases=list(info.aliases),
         created_at=info.created_at,
+        defaults=info.defaults.to_dict(),
+        artifact_defaults=info.artifact_defaults.to_dict(),
+        default_overrides=info.default_overrides.to_dict(),
     )
 
 
@@ -189,6 +193,33 @@ async def clear_prices(name: str, request: Request) -> RegisteredModel:
     return _model(info)
 
 
+@router.put(
+    "/{name}/versions/{version}/defaults",
+    response_model=ModelVersion,
+    openapi_extra=_documents(SetDefaultsRequest),
+)
+async def set_defaults(name: str, version: int, request: Request) -> ModelVersion:
+    """Set the version's sampling defaults (replacing earlier ones; ``{}`` clears them).
+
+    They apply to request fields a request leaves unset; every gateway picks the change up within
+    ``registry_poll_s``, this one at once."""
+    body = await _body(request, SetDefaultsRequest)
+    registry, actor = _registry(request), _actor(request)
+    params = body.model_dump(exclude_none=True)
+    info = await run_in_threadpool(lambda: registry.set_defaults(name, version, params, actor=actor))
+    await _defaults_changed(request)
+    return _version(info)
+
+
+@router.delete("/{name}/versions/{version}/defaults", response_model=ModelVersion)
+async def clear_defaults(name: str, version: int, request: Request) -> ModelVersion:
+    """Remove the operator's defaults of the version (the artifact's and the settings' apply)."""
+    registry, actor = _registry(request), _actor(request)
+    info = await run_in_threadpool(lambda: registry.clear_defaults(name, version, actor=actor))
+    await _defaults_changed(request)
+    return _version(info)
+
+
 def _actor(request: Request) -> str:
     """Who makes the change, for the audit log (the registry writes it with the change)."""
     principal = getattr(request.state, "principal", None)
@@ -200,3 +231,12 @@ async def _prices_changed(request: Request) -> None:
     tenancy = getattr(request.state, "tenancy", None)
     if tenancy is not None:
         await run_in_threadpool(tenancy.prices.refresh)
+
+
+async def _defaults_changed(request: Request) -> None:
+    """Refresh this process's defaults book now (others pick the change up within ``registry_poll_s``)."""
+    gateway = getattr(request.state, "gateway", None)
+    book = getattr(gateway, "defaults", None)
+    refresh = getattr(book, "refresh", None)
+    if refresh is not None:
+        await run_in_threadpool(refresh)

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from modelyard.errors import InvalidRequest
+from modelyard.experiments.layer import EXPERIMENT_HEADER, request_headers
 from modelyard.gateway.backends.base import Endpoint
 from modelyard.gateway.pipeline import Gateway
 from modelyard.http.sse import EventStreamResponse
@@ -36,6 +37,38 @@ async def parse_body(request: Request, model: type[M]) -> tuple[dict[str, Any], 
     return body, model.model_validate(body)
 
 
+class ResponseNote:
+    """The request's observer, remembering what the layers report for the response headers (also
+    when monitoring is off): the prompt version the prompt layer rendered
+    (``x-modelyard-prompt-version``) and the experiment variant the experiment layer assigned
+    (``x-modelyard-experiment``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.prompt_version: str | None = None
+        self.experiment: str | None = None
+
+    def prompted(self, prompt_version: str, model_ref: str, body: dict[str, Any]) -> None:
+        self.prompt_version = prompt_version
+        self.inner.prompted(prompt_version, model_ref, body)
+
+    def assigned(self, experiment: str, variant: str) -> None:
+        self.experiment = f"{experiment}:{variant}"
+        self.inner.assigned(experiment, variant)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _headers(noted: ResponseNote) -> dict[str, str] | None:
+    headers = {}
+    if noted.prompt_version is not None:
+        headers["x-modelyard-prompt-version"] = noted.prompt_version
+    if noted.experiment is not None:
+        headers[EXPERIMENT_HEADER] = noted.experiment
+    return headers or None
+
+
 def post_handler(endpoint: Endpoint, model: type[BaseModel]) -> Callable[[Request], Awaitable[ASGIApp]]:
     """A Starlette endpoint that parses ``model``, then completes or streams through the gateway."""
 
@@ -43,18 +76,20 @@ def post_handler(endpoint: Endpoint, model: type[BaseModel]) -> Callable[[Reques
         body, parsed = await parse_body(request, model)
         gateway: Gateway = request.state.gateway
         rid: str = request.state.request_id
-        obs = observe_request(request, endpoint, parsed, body)
+        obs: Any = ResponseNote(observe_request(request, endpoint, parsed, body))
+        noted = obs
+        request_headers.set(request.headers)  # the experiment layer's `header:NAME` unit
         try:
             with obs.activate():
                 if getattr(parsed, "stream", False):
                     handle = await gateway.open_stream(endpoint, parsed, body, rid, obs)  # type: ignore[arg-type]
-                    return EventStreamResponse(ObservedStream(handle, obs))
+                    return EventStreamResponse(ObservedStream(handle, obs), _headers(noted))
                 out = await gateway.complete(endpoint, parsed, body, rid, obs)  # type: ignore[arg-type]
         except Exception as exc:
             obs.failed(exc)
             raise
         obs.completed(out)
-        return Response(out, media_type="application/json")
+        return Response(out, media_type="application/json", headers=_headers(noted))
 
     handle.__name__ = f"create_{endpoint.name.lower()}"
     return handle

@@ -1,4 +1,8 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``: the model names this server routes."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the model names this server routes.
+
+Each model carries one extension field beside OpenAI's: ``sampling_defaults``, the model version's
+defaults for the sampling fields a request leaves unset (``{}`` when there are none; the engine's own
+then apply)."""
 
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ from modelyard.gateway.pipeline import Gateway
 from modelyard.protocol.openai import ListModelsResponse, Model
 
 
-def _model(gateway: Gateway, name: str, created: int) -> Model:
+def _model(gateway: Gateway, name: str, created: int, ref: str | None = None) -> Model:
     deps = gateway.router.deployments(name)
     owner = "modelyard" if any(getattr(d.backend, "local", False) for d in deps) else "remote"
-    return Model(id=name, created=created, owned_by=owner)
+    book = gateway.defaults
+    defaults = book.for_model(ref or name, name).to_dict() if book is not None else {}
+    return Model(id=ref or name, created=created, owned_by=owner, sampling_defaults=defaults)
 
 
 async def list_models(request: Request) -> Response:
@@ -26,8 +32,7 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
     name = await gateway.resolve_visible(request.path_params["model_id"])
-    model = _model(gateway, name, request.state.started_at)
-    model.id = request.path_params["model_id"]
+    model = _model(gateway, name, request.state.started_at, request.path_params["model_id"])
     return Response(model.model_dump_json(), media_type="application/json")
 
 

@@ -43,6 +43,7 @@ class RequestLogRow(Base):
     trace_id: Mapped[str | None] = mapped_column(sa.String(32))
     params: Mapped[Any] = mapped_column(sa.JSON(), nullable=True)
     schema_version: Mapped[int] = mapped_column(sa.Integer())
+    prompt_version: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)  # name:version
 
     __table_args__ = (
         sa.Index("ix_request_log_model_created_at", "model", "created_at"),
@@ -75,6 +76,7 @@ class RequestRecord:
     trace_id: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    prompt_version: str | None = None
 
     def row(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from alembic import context
 
+import modelyard.experiments.models  # noqa: F401  (experiments, exposures, feedback)
+import modelyard.jobs.models  # noqa: F401  (registers the jobs table)
 import modelyard.monitoring.requestlog.records  # noqa: F401  (registers the request_log table)
+import modelyard.registry.dataset_tables  # noqa: F401  (datasets and eval runs)
 import modelyard.registry.models  # noqa: F401  (registers the registry tables on Base.metadata)
+import modelyard.registry.prompt_models  # noqa: F401  (registers the prompt registry tables)
 import modelyard.tenancy.models  # noqa: F401  (registers the tenancy tables)
 from modelyard.store.db import Base, create_db_engine
 

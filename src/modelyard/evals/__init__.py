@@ -1,0 +1,1 @@
+"""Evaluation: suites, scorers (the LLM judge among them), the runner, reports and gates."""

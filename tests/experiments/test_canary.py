@@ -1,0 +1,156 @@
+"""Canary rollouts on the real store (SQLite and PostgreSQL), with request-log rows written as the
+request log writes them: a bad version rolls back on its own, a good one is promoted step by step and
+the alias moved, no traffic pauses it, a model without a stable version is refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert
+
+from modelyard.errors import Conflict, InvalidRequest
+from modelyard.experiments.canary import (
+    CANARY,
+    STABLE,
+    Gate,
+    decide,
+    rollout_state,
+    run_rollouts,
+    start_rollout,
+)
+from modelyard.experiments.records import Status
+from modelyard.experiments.store import ExperimentStore, Exposure
+from modelyard.monitoring.requestlog.records import SCHEMA_VERSION, RequestLogRow
+from modelyard.registry import Registry
+
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+def register(registry: Registry, versions: int = 2) -> None:
+    registry.register_model("chat")
+    for _ in range(versions):
+        registry.create_version(
+            "chat", artifact_uri="https://example.com/chat-1", architecture="llama", context_length=128
+        )
+    registry.set_alias("chat", "production", 1)
+
+
+def traffic(
+    registry: Registry,
+    store: ExperimentStore,
+    eid: str,
+    at: datetime,
+    n: int,
+    *,
+    canary_status: int = 200,
+    canary_ms: float = 100.0,
+    seq: list[int] | None = None,
+) -> None:
+    """``n`` requests per variant at ``at``: exposures and their request-log rows."""
+    seq = seq if seq is not None else [0]
+    exposures, logs = [], []
+    for variant, status, ms in ((STABLE, 200, 100.0), (CANARY, canary_status, canary_ms)):
+        for i in range(n):
+            seq[0] += 1
+            rid = f"{eid}-{seq[0]}"
+            exposures.append(Exposure(eid, variant, rid, rid, None, None, at))
+            logs.append({
+                "request_id": rid, "created_at": at, "tenant": "t", "model": "chat", "model_requested": "chat",
+                "endpoint": "chat", "stream": False, "status": status, "latency_ms": ms + (i % 7),
+                "schema_version": SCHEMA_VERSION, "completion_tokens": 3, "prompt_tokens": 2,
+            })  # fmt: skip
+    store.record_exposures(exposures)
+    with registry.engine.begin() as conn:
+        conn.execute(insert(RequestLogRow), logs)
+
+
+def start(store: ExperimentStore, registry: Registry, **kw: object) -> str:
+    exp = start_rollout(store, registry, "chat", 2, min_duration_s=60, min_samples=20, now=T0, **kw)  # type: ignore[arg-type]
+    assert exp.status is Status.RUNNING and [v.weight for v in exp.variants] == [95, 5]
+    assert [v.model for v in exp.variants] == ["chat:1", "chat:2"]
+    return exp.id
+
+
+def test_a_bad_version_rolls_back_on_its_own(registry: Registry, store: ExperimentStore) -> None:
+    register(registry)
+    eid = start(store, registry)
+    traffic(registry, store, eid, T0 + timedelta(seconds=5), 10, canary_status=502)
+    assert run_rollouts(store, registry.engine, registry, T0 + timedelta(seconds=10)) == {eid: "rollback"}
+    exp = store.get(eid)
+    assert exp.status is Status.STOPPED and exp.rollout is not None and exp.rollout["state"] == "rolled_back"
+    assert {v.name: v.weight for v in exp.variants} == {STABLE: 100, CANARY: 0}
+    assert "error_rate" in exp.rollout["history"][-1]["reason"]
+    assert registry.get_model("chat").aliases["production"] == 1  # the alias is unchanged
+    assert run_rollouts(store, registry.engine, registry, T0 + timedelta(seconds=20)) == {}
+
+
+def test_a_slow_version_rolls_back_on_latency(registry: Registry, store: ExperimentStore) -> None:
+    register(registry)
+    eid = start(store, registry)
+    traffic(registry, store, eid, T0 + timedelta(seconds=5), 10, canary_ms=400.0)
+    assert run_rollouts(store, registry.engine, registry, T0 + timedelta(seconds=10)) == {eid: "rollback"}
+    assert "latency_ms" in (store.get(eid).rollout or {})["history"][-1]["reason"]
+
+
+def test_a_good_version_is_promoted_step_by_step_and_the_alias_moved(
+    registry: Registry, store: ExperimentStore
+) -> None:
+    register(registry)
+    eid = start(store, registry)
+    seq = [0]
+    now = T0
+    actions = []
+    for step in range(4):
+        traffic(registry, store, eid, now + timedelta(seconds=1), 25, seq=seq)
+        early = run_rollouts(store, registry.engine, registry, now + timedelta(seconds=30))
+        assert early == {eid: "wait"}  # the step's minimum duration has not passed
+        now += timedelta(seconds=61)
+        actions.append(run_rollouts(store, registry.engine, registry, now)[eid])
+        if step < 3:
+            weights = {v.name: v.weight for v in store.get(eid).variants}
+            assert weights[CANARY] == [25, 50, 100][step]
+    assert actions == ["advance", "advance", "advance", "promote"]
+    exp = store.get(eid)
+    assert exp.status is Status.CONCLUDED and (exp.rollout or {})["state"] == "promoted"
+    assert registry.get_model("chat").aliases["production"] == 2
+
+
+def test_no_traffic_pauses_and_never_advances(registry: Registry, store: ExperimentStore) -> None:
+    register(registry)
+    eid = start(store, registry, inconclusive_limit=2)
+    assert run_rollouts(store, registry.engine, registry, T0 + timedelta(seconds=61)) == {eid: "wait"}
+    assert run_rollouts(store, registry.engine, registry, T0 + timedelta(seconds=62)) == {eid: "pause"}
+    exp = store.get(eid)
+    assert exp.status is Status.PAUSED and (exp.rollout or {})["step"] == 0
+    assert {v.name: v.weight for v in exp.variants}[CANARY] == 5
+
+
+def test_bad_rollouts_are_4xx_and_create_nothing(registry: Registry, store: ExperimentStore) -> None:
+    registry.register_model("chat")
+    registry.create_version(
+        "chat", artifact_uri="https://example.com/chat-1", architecture="llama", context_length=128
+    )
+    registry.create_version(
+        "chat", artifact_uri="https://example.com/chat-2", architecture="llama", context_length=128
+    )
+    with pytest.raises(InvalidRequest, match="no stable version"):
+        start_rollout(store, registry, "chat", 2)
+    registry.set_alias("chat", "production", 1)
+    with pytest.raises(InvalidRequest, match="no version 7"):
+        start_rollout(store, registry, "chat", 7)
+    with pytest.raises(InvalidRequest, match="the last step is 100"):
+        start_rollout(store, registry, "chat", 2, steps=[5, 50])
+    assert store.list_experiments() == []
+    start_rollout(store, registry, "chat", 2)
+    with pytest.raises(Conflict):
+        start_rollout(store, registry, "chat", 2)
+    assert len(store.list_experiments()) == 1
+
+
+def test_failure_limit_tolerates_one_bad_check() -> None:
+    s = rollout_state([10, 100], failure_limit=2, min_duration_s=0, now=T0)
+    action, s = decide(s, Gate("fail", "x"), T0)
+    assert action == "wait" and s["failures"] == 1
+    action, s = decide(s, Gate("fail", "x"), T0)
+    assert action == "rollback" and s["state"] == "rolled_back"
