@@ -73,10 +73,10 @@ def _build_backends(settings: Settings) -> tuple[list[tuple[Backend, float]], li
         eager.append((OpenAICompatBackend(dep, dep.name or f"{dep.model}#{i}"), dep.weight))
     lazy: list[Backend] = []
     for emb in settings.embedders:
-        from modelyard.embeddings import SentenceTransformerEmbedder, resolve_source
+        from modelyard.embeddings import Embedder, load_embedder, resolve_source
 
-        def load(src: str = emb.source, batch: int = emb.max_batch) -> SentenceTransformerEmbedder:
-            return SentenceTransformerEmbedder(src, max_batch=batch)
+        def load(src: str = emb.source, batch: int = emb.max_batch) -> Embedder:
+            return load_embedder(src, max_batch=batch)
 
         artifact = str(resolve_source(emb.source))
         lazy.append(EmbeddingBackend(f"{emb.name}#local", emb.name, load, artifact))

@@ -49,6 +49,18 @@ def resolve_source(source: str) -> Path:
     return path
 
 
+def load_embedder(source: str, *, max_batch: int = 64) -> Embedder:
+    """The embedder for ``source``: our own BERT encoder where the folder is BERT + mean pooling +
+    normalise (the packaged MiniLM; it starts without importing sentence-transformers), else
+    sentence-transformers itself."""
+    from modelyard.bert_encoder import BertEmbedder, supported
+
+    folder = resolve_source(source)
+    if supported(folder):
+        return BertEmbedder(folder, max_batch=max_batch)
+    return SentenceTransformerEmbedder(source, max_batch=max_batch)
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model loaded from a local folder on CPU."""
 

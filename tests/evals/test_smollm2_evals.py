@@ -1,11 +1,13 @@
 """The committed capitals suite and the LLM judge on the packaged SmolLM2, through ``modelyard serve``.
 
 Slow: the server loads SmolLM2-135M-Instruct (converted weights cached in ~/.cache/modelyard/models).
-Measured on the Zen 4 / AVX-512 bf16 host (2 cores): capitals passes 32/32 (1.000) in both runs with
-identical outputs; SmolLM2 as judge of ``tests/evals/data/judge-easy.jsonl`` (20 answers, half of them
-wrong by construction) agrees with ``contains`` on 14/20 = 0.70 (it calls almost everything correct
-and often answers outside the JSON shape: a 135M judge is a smoke test, a stronger remote model is the
-production judge). The test asserts the measured rate minus a 0.15 margin.
+The server runs the engine's AVX2 configuration (float32 activations, ``dual`` weights) on every host,
+so that the judge's greedy verdicts do not move with the host's default numerics. Measured on a Zen 4 /
+AVX-512 bf16 host (2 cores), 2026-12-04: capitals passes 31/32 (0.969) in both runs with identical
+outputs (32/32 under bf16); SmolLM2 as judge of ``tests/evals/data/judge-easy.jsonl`` (20 answers, half
+of them wrong by construction), one request at a time, agrees with ``contains`` on 16/20 = 0.80 (0.45
+under bf16: a 135M judge is a smoke test, a stronger remote model is the production judge). The test
+asserts the measured rate minus a 0.15 margin.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOL = "smollm2-135m-instruct"
-JUDGE_AGREEMENT_MEASURED = 0.70
+JUDGE_AGREEMENT_MEASURED = 0.80
 JUDGE_MARGIN = 0.15
 
 
@@ -36,7 +38,9 @@ def smol(mock_upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory) 
         "local_models": [{"name": SMOL, "source": f"packaged:{SMOL}"}],
         "embedders": [],
         "model_cache_dir": str(Path.home() / ".cache" / "modelyard" / "models"),
-        "engine": {"max_model_len": 2048},
+        # the AVX2 default on every host: the judge's verdicts move with the engine's numerics (bf16 0.45,
+        # this 0.80 on judge-easy), so the stated rate is for one configuration
+        "engine": {"max_model_len": 2048, "dtype": "float32", "quantization": "dual"},
         "deployments": [{"model": "echo", "base_url": f"{mock_upstream.url}/v1", "upstream_model": "mock"}],
     }
     srv = RemoteServer(tmp_path_factory.mktemp("smol-evals"), config, ready_timeout_s=600)
@@ -103,7 +107,9 @@ def test_smollm2_as_judge_agrees_with_contains_at_the_stated_rate(smol: RemoteSe
                     {"type": "contains", "name": "contains"},
                     {"type": "judge", "name": "judge", "model": SMOL, "threshold": 0.75},
                 ],
-                "concurrency": 4,
+                # one judge request at a time: greedy outputs then do not depend on which requests
+                # happened to share an engine batch (bf16/fp32 sums differ with the batch shape)
+                "concurrency": 1,
             }
         )
     )

@@ -1,6 +1,6 @@
 """``embedding_similarity``: cosine similarity of answer and expected text under the packaged MiniLM.
 
-The embedder (``modelyard.embeddings.SentenceTransformerEmbedder``, default source
+The embedder (``modelyard.embeddings.load_embedder``, default source
 ``packaged:all-minilm-l6-v2``) is loaded lazily on first use, once per :class:`LazyEmbedder`, in a
 worker thread, and every encode runs in a worker thread too, so the event loop never blocks. A
 :class:`~modelyard.evals.scorers.registry.ScorerRegistry` owns one ``LazyEmbedder`` per source and
@@ -39,9 +39,9 @@ class LazyEmbedder:
     def load(self) -> Embedder:
         with self._lock:
             if self.instance is None:
-                from modelyard.embeddings import SentenceTransformerEmbedder
+                from modelyard.embeddings import load_embedder
 
-                self.instance = SentenceTransformerEmbedder(self.source)
+                self.instance = load_embedder(self.source)
             return self.instance
 
     async def embed(self, texts: list[str]) -> np.ndarray:
