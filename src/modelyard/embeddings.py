@@ -65,8 +65,9 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model loaded from a local folder on CPU."""
 
     def __init__(self, source: str, *, max_batch: int = 64) -> None:
-        from sentence_transformers import SentenceTransformer
+        from modelyard.imports import import_names
 
+        (SentenceTransformer,) = import_names("sentence_transformers", "SentenceTransformer")
         model: Any = SentenceTransformer(str(resolve_source(source)), device="cpu", local_files_only=True)
         self._model = model
         self._tokenizer = self._model.tokenizer

@@ -1,4 +1,5 @@
-"""The modules concurrent model loads share are imported once before the loads start."""
+"""What concurrent model loads import from transformers is imported safely: the shared names before
+the loads start, the rest one thread at a time through ``modelyard.imports.import_names``."""
 
 from __future__ import annotations
 
@@ -18,18 +19,19 @@ def test_every_shared_import_resolves_in_this_environment() -> None:
             assert getattr(module, name) is not None, (module_name, name)
 
 
-def test_after_the_shared_imports_concurrent_first_imports_succeed() -> None:
-    """In a fresh interpreter: import the shared modules, then resolve the loaders' names from 8
-    threads at once; none may fail with "cannot import name"."""
+def test_concurrent_first_imports_through_import_names_succeed() -> None:
+    """In a fresh interpreter: resolve the loaders' names (tokenizer, GGUF conversion, sentence-
+    transformers) from 8 threads at once; none may fail with "cannot import name"."""
     code = """
 import threading
-from modelyard.gateway.loading import import_shared_modules
-import_shared_modules()
+from modelyard.imports import import_names
 errors = []
 def load():
     try:
-        from transformers import PreTrainedTokenizerFast, AutoConfig  # noqa: F401
-        from sentence_transformers import SentenceTransformer  # noqa: F401
+        import_names("transformers", "PreTrainedTokenizerFast", "AutoConfig")
+        import_names("transformers.integrations.ggml")
+        import_names("transformers.models.auto.tokenization_auto", "TOKENIZER_MAPPING_NAMES")
+        import_names("sentence_transformers", "SentenceTransformer")
     except Exception as exc:
         errors.append(repr(exc))
 threads = [threading.Thread(target=load) for _ in range(8)]

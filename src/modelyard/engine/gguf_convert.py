@@ -184,8 +184,10 @@ def read_gguf(path: Path) -> GGUFFile:
 
 def hf_config(gguf: GGUFFile) -> Any:
     """The transformers config ``AutoConfig.from_pretrained(..., gguf_file=...)`` builds for this file."""
-    from transformers import AutoConfig
-    from transformers.integrations import ggml
+    from modelyard.imports import import_names
+
+    (AutoConfig,) = import_names("transformers", "AutoConfig")
+    (ggml,) = import_names("transformers.integrations.ggml")
 
     arch = gguf.architecture
     names = {t.name for t in gguf.tensors}
@@ -300,14 +302,16 @@ def convert_gguf(path: Path, out: Path, *, threads: int | None = None) -> bool:
 
 def _tokenizer_class(model_type: str) -> Any:
     """The class ``AutoTokenizer`` picks for a GGUF of ``model_type`` (the generic fast one by default)."""
-    from transformers import PreTrainedTokenizerFast
+    from modelyard.imports import import_names
 
+    (PreTrainedTokenizerFast,) = import_names("transformers", "PreTrainedTokenizerFast")
     try:
-        from transformers.models.auto.tokenization_auto import (
-            TOKENIZER_MAPPING_NAMES,
-            tokenizer_class_from_name,
+        TOKENIZER_MAPPING_NAMES, tokenizer_class_from_name = import_names(
+            "transformers.models.auto.tokenization_auto",
+            "TOKENIZER_MAPPING_NAMES",
+            "tokenizer_class_from_name",
         )
-    except ImportError:
+    except (ImportError, AttributeError):
         return PreTrainedTokenizerFast
     name = TOKENIZER_MAPPING_NAMES.get(model_type)
     if isinstance(name, tuple):  # transformers 4: (slow, fast)

@@ -180,8 +180,9 @@ def _load_tokenizer(folder: Path) -> Any:
     ``from_pretrained`` also parses the whole ``tokenizer.json`` in Python, about a second for
     Gemma's 262k-token vocabulary. Falls back to ``from_pretrained`` for any other folder layout.
     """
-    from transformers import PreTrainedTokenizerFast
+    from modelyard.imports import import_names
 
+    (PreTrainedTokenizerFast,) = import_names("transformers", "PreTrainedTokenizerFast")
     files = {p.name for p in folder.iterdir()}
     if not {"tokenizer.json", "tokenizer_config.json"} <= files or files & _TOKENIZER_EXTRAS:
         return PreTrainedTokenizerFast.from_pretrained(folder)

@@ -27,7 +27,7 @@ from modelyard.evals.compare import DEFAULT_ALPHA, DEFAULT_RESAMPLES, DEFAULT_SE
 from modelyard.evals.gate import EXIT_GATE_FAILED, EXIT_PASSED, EXIT_RUN_FAILED, exit_code
 from modelyard.evals.report import COMPARE_FORMATS, RUN_FORMATS, render_compare, render_run
 from modelyard.evals.report.table import compare_renderable, run_renderable
-from modelyard.evals.runner import RUN_ID_PREFIX
+from modelyard.evals.types import RUN_ID_PREFIX
 
 LoadRun = Callable[[str], dict[str, Any]]
 

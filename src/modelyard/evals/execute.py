@@ -23,11 +23,11 @@ import openai
 from modelyard.evals.connect import Clients, at_url, in_process
 from modelyard.evals.judge import PromptSource, RegistryPrompts, build_judge
 from modelyard.evals.prepare import PreparedSuite, prepare, scorer_factory
-from modelyard.evals.runner import new_run_id, preflight, run_prepared
+from modelyard.evals.runner import preflight, run_prepared
 from modelyard.evals.store import RunStore
 from modelyard.evals.suite import Suite, SuiteError
 from modelyard.evals.tracking_hook import track_run
-from modelyard.evals.types import ProgressSink
+from modelyard.evals.types import ProgressSink, new_run_id
 from modelyard.registry.datasets import DatasetStore
 
 log = logging.getLogger("modelyard.evals")

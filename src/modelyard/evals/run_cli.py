@@ -17,7 +17,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import openai
 import typer
 from rich.console import Console
 
@@ -56,6 +55,8 @@ def eval_run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
 ) -> None:
     """Run an eval suite; exit 0 if its gate passed, 1 if it failed, 2 if the run failed."""
+    import openai  # here, not at the top: `modelyard --help` and `serve` need not import it
+
     from modelyard.evals.execute import execute
     from modelyard.evals.gate import exit_code
     from modelyard.evals.progress import NullProgress, RichProgress

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +35,14 @@ from modelyard.evals.connect import Clients
 from modelyard.evals.prepare import PreparedSuite, Target
 from modelyard.evals.records import result_record, score_output
 from modelyard.evals.suite import SuiteError
-from modelyard.evals.types import RUN_DOCUMENT_VERSION, EvalItem, ProgressSink, Score, TargetOutput
+from modelyard.evals.types import (
+    RUN_DOCUMENT_VERSION,
+    EvalItem,
+    ProgressSink,
+    Score,
+    TargetOutput,
+    new_run_id,
+)
 from modelyard.registry.prompt_spec import render
 
 PriceFn = Callable[[str, int, int], float | None]
@@ -61,13 +67,6 @@ CLIENT_PARAMS = frozenset(
 
 class RunFailed(Exception):
     """The run itself failed (exit code 2): a broken scorer, an unreachable server, a cancel."""
-
-
-RUN_ID_PREFIX = "evr_"
-
-
-def new_run_id() -> str:
-    return RUN_ID_PREFIX + uuid.uuid4().hex[:20]
 
 
 def git_commit(cwd: Path | None = None) -> str | None:

@@ -25,8 +25,16 @@ A result ``passed`` when every scorer passed; its ``score`` is the weight-averag
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+RUN_ID_PREFIX = "evr_"  # run ids, so that a CLI argument can tell a stored run from a file
+
+
+def new_run_id() -> str:
+    return RUN_ID_PREFIX + uuid.uuid4().hex[:20]
+
 
 RUN_DOCUMENT_VERSION = 1
 

@@ -17,7 +17,9 @@
 - :func:`sample_size` — units per variant for a two-sided two-sample test to detect a given absolute
   effect (statsmodels ``NormalIndPower``; for a rate, Cohen's h via ``proportion_effectsize``).
 
-Every function takes plain sequences and returns a :class:`Comparison` or plain numbers.
+Every function takes plain sequences and returns a :class:`Comparison` or plain numbers. scipy and
+statsmodels are imported inside the functions that use them (about 1.3 s of one core): ``serve``
+imports this module at start-up for the canary controller, and pays for them at the first check.
 """
 
 from __future__ import annotations
@@ -28,14 +30,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import NormalIndPower
-from statsmodels.stats.proportion import (
-    confint_proportions_2indep,
-    proportion_effectsize,
-    proportions_ztest,
-)
 
 SRM_THRESHOLD = 0.001
 TUNING_N = 5000  # the sample size at which the sequential interval is tightest (GrowthBook's default)
@@ -71,6 +65,8 @@ def _arr(x: Sequence[float]) -> np.ndarray:
 def welch(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> Comparison:
     """Welch's t-test of mean(b) - mean(a) with its (1 - alpha) interval, and the relative lift's
     interval by the delta method: Var(mb/ma) ≈ vb/(nb·ma²) + mb²·va/(na·ma⁴)."""
+    from scipy import stats as sps
+
     xa, xb = _arr(a), _arr(b)
     na, nb = len(xa), len(xb)
     ma, mb = float(xa.mean()), float(xb.mean())
@@ -96,6 +92,8 @@ def two_proportions(
     successes_a: int, n_a: int, successes_b: int, n_b: int, alpha: float = 0.05
 ) -> Comparison:
     """The two-proportion z-test (pooled variance) of p_b - p_a and the Wald interval of the difference."""
+    from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+
     pa, pb = successes_a / n_a, successes_b / n_b
     if successes_a + successes_b in (0, n_a + n_b):  # both all-zero or all-one: no evidence either way
         return Comparison("two_proportion_z", n_a, n_b, pa, pb, pb - pa, 0.0, 0.0, 1.0)
@@ -107,6 +105,8 @@ def two_proportions(
 
 def mann_whitney(a: Sequence[float], b: Sequence[float]) -> Comparison:
     """The Mann-Whitney U test (two-sided); the lift shown is the difference of medians (no interval)."""
+    from scipy import stats as sps
+
     xa, xb = _arr(a), _arr(b)
     res = sps.mannwhitneyu(xb, xa, alternative="two-sided")
     ma, mb = float(np.median(xa)), float(np.median(xb))
@@ -120,6 +120,8 @@ def bootstrap_p95(
 ) -> Comparison:
     """The difference of 95th percentiles with a percentile-bootstrap interval (each arm resampled on
     its own); the p-value is left NaN: read the interval."""
+    from scipy import stats as sps
+
     xa, xb = _arr(a), _arr(b)
 
     def diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> Any:
@@ -138,6 +140,8 @@ def bootstrap_p95(
 
 def srm(observed: Sequence[int], weights: Sequence[float]) -> float:
     """The p-value of the chi-square test that ``observed`` counts follow ``weights``."""
+    from scipy import stats as sps
+
     obs = np.asarray(observed, dtype=float)
     total = obs.sum()
     if total == 0:
@@ -178,6 +182,8 @@ def confidence_sequence(a: Sequence[float], b: Sequence[float], alpha: float = 0
 
 def holm(p_values: Sequence[float], alpha: float = 0.05) -> list[float]:
     """Holm-adjusted p-values (NaN stays NaN)."""
+    from statsmodels.stats.multitest import multipletests
+
     ps = [p for p in p_values if math.isfinite(p)]
     if not ps:
         return list(p_values)
@@ -196,6 +202,9 @@ def sample_size(
     """Units per variant (two variants, equal split) to detect an absolute difference ``mde`` with a
     two-sided test at ``alpha`` and ``power``: of a mean with standard deviation ``sd``, or of a rate
     whose control value is ``baseline_rate``."""
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
+
     if mde <= 0:
         raise ValueError("the minimum detectable effect must be positive")
     if (sd is None) == (baseline_rate is None):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -32,25 +31,18 @@ LOADING_RETRY_AFTER_S = 2.0
 """``Retry-After`` sent for a model that is still loading when no estimate of the time left exists."""
 
 
-# transformers resolves its names lazily (``_LazyModule``): the first import of a name from two
-# threads at once can fail with "cannot import name 'PreTrainedTokenizerFast' from 'transformers'"
-# (seen on a fresh install, whose modules are compiled on first import, with SmolLM2 and MiniLM loading
-# together). What the concurrent loads share is imported once, in one thread, before they start.
-SHARED_IMPORTS = (
-    ("transformers", ("PreTrainedTokenizerFast", "AutoConfig")),
-    ("transformers.integrations.ggml", ()),
-    ("transformers.models.auto.tokenization_auto", ()),
-    ("sentence_transformers", ("SentenceTransformer",)),
-)
+# What every engine model's load needs from transformers, imported before the loads start (the
+# rest of what a load imports goes through modelyard.imports.import_names, one thread at a time).
+SHARED_IMPORTS = (("transformers", ("PreTrainedTokenizerFast",)),)
 
 
 def import_shared_modules() -> None:
     """Import :data:`SHARED_IMPORTS` (blocking); a package that is missing is left to its load to report."""
+    from modelyard.imports import import_names
+
     for module_name, names in SHARED_IMPORTS:
         try:
-            module = importlib.import_module(module_name)
-            for name in names:
-                getattr(module, name)
+            import_names(module_name, *names)
         except (ImportError, AttributeError):
             continue
 

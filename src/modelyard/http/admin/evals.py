@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from modelyard.errors import InvalidRequest, NotFound, PermissionDenied
-from modelyard.evals.runner import new_run_id
 from modelyard.evals.suite import Suite, suite_from_dict
+from modelyard.evals.types import new_run_id
 from modelyard.jobs.catalog import EVAL
 from modelyard.tenancy.access import managed_tenant, principal_of
 
