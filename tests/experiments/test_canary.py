@@ -1,6 +1,7 @@
 """Canary rollouts on the real store (SQLite and PostgreSQL), with request-log rows written as the
 request log writes them: a bad version rolls back on its own, a good one is promoted step by step and
-the alias moved, no traffic pauses it, a model without a stable version is refused."""
+the alias moved, no traffic pauses it, a model without a stable version is refused. Streamed requests
+gate on time to first token and rated ones on feedback; each check is counted by action."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import insert
 from modelyard.errors import Conflict, InvalidRequest
 from modelyard.experiments.canary import (
     CANARY,
+    DECISIONS,
     STABLE,
     Gate,
     decide,
@@ -45,24 +47,42 @@ def traffic(
     *,
     canary_status: int = 200,
     canary_ms: float = 100.0,
+    canary_ttft_ms: float | None = None,
+    feedback: tuple[float, float] | None = None,
     seq: list[int] | None = None,
 ) -> None:
-    """``n`` requests per variant at ``at``: exposures and their request-log rows."""
+    """``n`` requests per variant at ``at``: exposures and their request-log rows. With
+    ``canary_ttft_ms`` the requests are streamed (stable's first token at 50 ms); with ``feedback``
+    (stable's score, the canary's) each response is rated."""
     seq = seq if seq is not None else [0]
     exposures, logs = [], []
-    for variant, status, ms in ((STABLE, 200, 100.0), (CANARY, canary_status, canary_ms)):
+    stream = canary_ttft_ms is not None
+    variants = ((STABLE, 200, 100.0, 50.0), (CANARY, canary_status, canary_ms, canary_ttft_ms or 50.0))
+    for variant, status, ms, ttft in variants:
         for i in range(n):
             seq[0] += 1
             rid = f"{eid}-{seq[0]}"
-            exposures.append(Exposure(eid, variant, rid, rid, None, None, at))
+            exposures.append(Exposure(eid, variant, rid, rid, f"chatcmpl-{rid}", None, at))
             logs.append({
                 "request_id": rid, "created_at": at, "tenant": "t", "model": "chat", "model_requested": "chat",
-                "endpoint": "chat", "stream": False, "status": status, "latency_ms": ms + (i % 7),
+                "endpoint": "chat", "stream": stream, "status": status, "latency_ms": ms + (i % 7),
+                "ttft_ms": ttft + (i % 5) if stream else None,
                 "schema_version": SCHEMA_VERSION, "completion_tokens": 3, "prompt_tokens": 2,
             })  # fmt: skip
     store.record_exposures(exposures)
     with registry.engine.begin() as conn:
         conn.execute(insert(RequestLogRow), logs)
+    if feedback is not None:
+        for e in exposures:
+            score = feedback[0] if e.variant == STABLE else feedback[1]
+            store.add_feedback(
+                f"chatcmpl-{e.request_id}",
+                tenant=None,
+                raw=str(int(score)),
+                score=score,
+                comment=None,
+                actor="t",
+            )
 
 
 def start(store: ExperimentStore, registry: Registry, **kw: object) -> str:
@@ -91,6 +111,33 @@ def test_a_slow_version_rolls_back_on_latency(registry: Registry, store: Experim
     traffic(registry, store, eid, T0 + timedelta(seconds=5), 10, canary_ms=400.0)
     assert run_rollouts(store, registry.engine, registry, T0 + timedelta(seconds=10)) == {eid: "rollback"}
     assert "latency_ms" in (store.get(eid).rollout or {})["history"][-1]["reason"]
+
+
+def test_a_version_slow_to_its_first_token_rolls_back_on_ttft(
+    registry: Registry, store: ExperimentStore
+) -> None:
+    register(registry)
+    eid = start(store, registry)
+    traffic(registry, store, eid, T0 + timedelta(seconds=5), 10, canary_ttft_ms=300.0)
+    assert run_rollouts(store, registry.engine, registry, T0 + timedelta(seconds=10)) == {eid: "rollback"}
+    assert "ttft_ms" in (store.get(eid).rollout or {})["history"][-1]["reason"]
+
+
+def test_a_version_rated_lower_rolls_back_on_feedback(registry: Registry, store: ExperimentStore) -> None:
+    register(registry)
+    eid = start(store, registry)
+    before = DECISIONS["rollback"]
+    traffic(registry, store, eid, T0 + timedelta(seconds=5), 10, feedback=(5.0, 1.0))
+    assert run_rollouts(store, registry.engine, registry, T0 + timedelta(seconds=10)) == {eid: "rollback"}
+    assert "feedback" in (store.get(eid).rollout or {})["history"][-1]["reason"]
+    assert DECISIONS["rollback"] == before + 1
+
+
+def test_a_version_rated_higher_is_not_rolled_back(registry: Registry, store: ExperimentStore) -> None:
+    register(registry)
+    eid = start(store, registry)
+    traffic(registry, store, eid, T0 + timedelta(seconds=5), 25, feedback=(2.0, 5.0))
+    assert run_rollouts(store, registry.engine, registry, T0 + timedelta(seconds=61)) == {eid: "advance"}
 
 
 def test_a_good_version_is_promoted_step_by_step_and_the_alias_moved(

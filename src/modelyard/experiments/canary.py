@@ -3,8 +3,9 @@ controller moves through steps (for example 5, 25, 50, 100 %), gated on the cana
 the stable version's, as Argo Rollouts' and Flagger's analyses do.
 
 Each step lasts at least ``min_duration_s`` and needs ``min_samples`` requests of each variant since
-it began. :func:`gate` compares error rate and latency (per request) with the always-valid confidence
-sequence of :mod:`modelyard.experiments.stats`, so the controller may look every period:
+it began. :func:`gate` compares error rate, latency, time to first token (streamed requests) and
+explicit feedback scores (per request) with the always-valid confidence sequence of
+:mod:`modelyard.experiments.stats`, so the controller may look every period:
 
 - ``fail`` — a metric of the canary is worse (its interval excludes zero the bad way);
 - ``inconclusive`` — fewer than ``min_samples`` requests of either variant;
@@ -22,6 +23,7 @@ periodic task ``experiments.canary`` under the jobs lease, so exactly one gatewa
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,8 +36,12 @@ from modelyard.experiments.store import ExperimentStore
 
 log = logging.getLogger("modelyard.experiments.canary")
 STABLE, CANARY = "stable", "canary"
-GATED = ("error_rate", "latency_ms")
+# gated metrics and the direction in which the canary is worse: ``ttft_ms`` counts streamed requests only,
+# ``feedback`` only the requests someone rated (``POST /v1/feedback``); a metric with too few values of
+# either variant is not gated this check
+GATED = {"error_rate": "higher", "latency_ms": "higher", "ttft_ms": "higher", "feedback": "lower"}
 MIN_FAIL_SAMPLES = 5  # a canary is failed on evidence, never on one unlucky request
+DECISIONS: Counter[str] = Counter()  # this process's checks by action, exported as a Prometheus counter
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,12 +79,12 @@ def rollout_state(
 
 def gate(rows: list[Row], min_samples: int, alpha: float = 0.05) -> Gate:
     """The canary's health against the stable version's over ``rows`` (one per request)."""
-    for metric in GATED:
+    for metric, worse in GATED.items():
         a = [r[metric] for r in rows if r["variant"] == STABLE and metric in r]
         b = [r[metric] for r in rows if r["variant"] == CANARY and metric in r]
         if len(a) >= 2 and len(b) >= MIN_FAIL_SAMPLES:
             c = stats.confidence_sequence(a, b, alpha)
-            if c.ci_low > 0:
+            if (c.ci_low > 0) if worse == "higher" else (c.ci_high < 0):
                 return Gate("fail", f"`{metric}` of the canary is worse: {c.mean_b:.4g} vs {c.mean_a:.4g}")
     n = {v: sum(1 for r in rows if r["variant"] == v) for v in (STABLE, CANARY)}
     if min(n.values()) < min_samples:
@@ -134,6 +140,7 @@ def check_rollout(
     rows = request_rows(engine, store, store.exposures(exp.id, since), {})
     g = gate(rows, int(state["min_samples"]), alpha)
     action, new = decide(state, g, now)
+    DECISIONS[action] += 1
     if action == "wait":
         if new != state:
             store.update_rollout(exp.id, new, action="rollout.check")

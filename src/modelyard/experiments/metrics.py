@@ -16,6 +16,7 @@ FAMILIES = {
     "modelyard_experiment_exposures_dropped_total": "Exposures dropped because the writer's queue was full.",
     "modelyard_experiment_variant_weight": "The weight (%) of each variant of each running experiment.",
     "modelyard_rollout_step": "The current step (0-based) of each progressing canary rollout, with its canary weight.",
+    "modelyard_rollout_decisions_total": "Canary checks run by this process's controller, by action (wait, advance, pause, rollback, promote).",
 }
 
 
@@ -59,3 +60,11 @@ class ExperimentCollector(Collector):
                 step.add_metric([exp.id, str(r["state"]), str(r["steps"][r["step"]])], float(r["step"]))
         yield weight
         yield step
+        from modelyard.experiments.canary import DECISIONS
+
+        decisions = CounterMetricFamily(
+            "modelyard_rollout_decisions", h["modelyard_rollout_decisions_total"], labels=["action"]
+        )
+        for action, n in sorted(DECISIONS.items()):
+            decisions.add_metric([action], float(n))
+        yield decisions
