@@ -22,6 +22,7 @@ from modelyard.experiments.canary import (
     start_rollout,
 )
 from modelyard.experiments.records import Status
+from modelyard.experiments.report import request_rows
 from modelyard.experiments.store import ExperimentStore, Exposure
 from modelyard.monitoring.requestlog.records import SCHEMA_VERSION, RequestLogRow
 from modelyard.registry import Registry
@@ -121,6 +122,17 @@ def test_a_version_slow_to_its_first_token_rolls_back_on_ttft(
     traffic(registry, store, eid, T0 + timedelta(seconds=5), 10, canary_ttft_ms=300.0)
     assert run_rollouts(store, registry.engine, registry, T0 + timedelta(seconds=10)) == {eid: "rollback"}
     assert "ttft_ms" in (store.get(eid).rollout or {})["history"][-1]["reason"]
+
+
+def test_streamed_rows_carry_the_inter_token_latency(registry: Registry, store: ExperimentStore) -> None:
+    register(registry)
+    eid = start(store, registry)
+    traffic(registry, store, eid, T0 + timedelta(seconds=5), 3, canary_ttft_ms=40.0)
+    rows = request_rows(registry.engine, store, store.exposures(eid, T0), {})
+    assert len(rows) == 6
+    for r in rows:  # 3 output tokens: two gaps after the first
+        assert r["itl_ms"] == pytest.approx((r["latency_ms"] - r["ttft_ms"]) / 2)
+    assert {round(r["ttft_ms"]) for r in rows if r["variant"] == CANARY} == {40, 41, 42}
 
 
 def test_a_version_rated_lower_rolls_back_on_feedback(registry: Registry, store: ExperimentStore) -> None:

@@ -28,7 +28,16 @@ OVERRIDABLE = frozenset(
     {"temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop", "presence_penalty",
      "frequency_penalty"}
 )  # fmt: skip
-METRICS = ("feedback", "latency_ms", "ttft_ms", "output_tokens", "cost", "error_rate", "refusal_rate")
+METRICS = (
+    "feedback",
+    "latency_ms",
+    "ttft_ms",
+    "itl_ms",
+    "output_tokens",
+    "cost",
+    "error_rate",
+    "refusal_rate",
+)
 
 
 class Status(StrEnum):

@@ -3,7 +3,8 @@ the statistics of each treatment against the control, and a decision with its re
 
 The unit of analysis is the assignment unit: each unit's value of a metric is the mean over its
 requests (so a heavy user does not count as many independent samples). Metrics: ``latency_ms``,
-``ttft_ms`` (streams), ``output_tokens``, ``cost`` (registry prices), ``error_rate`` (status other
+``ttft_ms`` (streams), ``itl_ms`` (streams of two tokens or more: the mean inter-token latency,
+(latency - TTFT) / (output tokens - 1), vLLM's TPOT), ``output_tokens``, ``cost`` (registry prices), ``error_rate`` (status other
 than 200, disconnects aside), ``refusal_rate`` (a refusal phrase or ``content_filter``) and
 ``feedback`` (``POST /v1/feedback``, scaled to [0, 1]); higher is better only for ``feedback``.
 
@@ -73,6 +74,8 @@ def request_rows(
             row["latency_ms"] = log.latency_ms
             if log.ttft_ms is not None and log.stream:
                 row["ttft_ms"] = log.ttft_ms
+                if (log.completion_tokens or 0) > 1 and log.latency_ms is not None:
+                    row["itl_ms"] = (log.latency_ms - log.ttft_ms) / (log.completion_tokens - 1)
             if log.completion_tokens is not None:
                 row["output_tokens"] = float(log.completion_tokens)
             price = prices.get(log.model)
@@ -128,7 +131,7 @@ def _compare(rows: list[Row], control: str, variant: str, metric: str, alpha: fl
         out["two_proportion"] = stats.two_proportions(
             int(sum(req_a)), len(req_a), int(sum(req_b)), len(req_b), alpha
         ).as_dict()
-    if metric in ("latency_ms", "ttft_ms"):
+    if metric in ("latency_ms", "ttft_ms", "itl_ms"):
         out["mann_whitney"] = stats.mann_whitney(req_a, req_b).as_dict()
         out["bootstrap_p95"] = stats.bootstrap_p95(req_a, req_b, alpha, n_resamples=1000).as_dict()
     return out
