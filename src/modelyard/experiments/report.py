@@ -74,8 +74,9 @@ def request_rows(
             row["latency_ms"] = log.latency_ms
             if log.ttft_ms is not None and log.stream:
                 row["ttft_ms"] = log.ttft_ms
-                if (log.completion_tokens or 0) > 1 and log.latency_ms is not None:
-                    row["itl_ms"] = (log.latency_ms - log.ttft_ms) / (log.completion_tokens - 1)
+                tokens = log.completion_tokens or 0
+                if tokens > 1 and log.latency_ms is not None:
+                    row["itl_ms"] = (log.latency_ms - log.ttft_ms) / (tokens - 1)
             if log.completion_tokens is not None:
                 row["output_tokens"] = float(log.completion_tokens)
             price = prices.get(log.model)
