@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from databases import POSTGRES_URL
+from databases import POSTGRES_URL, fresh_database_url
 from modelyard.errors import ConfigError
 from modelyard.jobs.leases import LocalLease, PostgresLease, RedisLease, advisory_key
 from modelyard.jobs.periodic import MIN_LEASE_TTL_S, PeriodicRunner, PeriodicTask, lease_for
@@ -123,6 +123,24 @@ async def test_postgres_lease_is_exclusive_across_connections(task_name: str) ->
         await a.close()
         await b.close()
     assert advisory_key(task_name) == advisory_key(task_name) and -(2**63) <= advisory_key(task_name) < 2**63
+
+
+@pytest.mark.postgres
+async def test_postgres_leases_of_two_schemas_do_not_meet(task_name: str, tmp_path: Path) -> None:
+    """Two deployments in separate schemas of one database each hold their own lease of a task; two
+    processes of one schema still exclude each other."""
+    urls = [fresh_database_url("postgres", tmp_path) for _ in range(2)]
+    one, two = (next(u) for u in urls)
+    a, b, c = PostgresLease(one), PostgresLease(two), PostgresLease(one)
+    try:
+        assert await a.acquire(task_name, 1) is not None
+        assert await b.acquire(task_name, 1) is not None
+        assert await c.acquire(task_name, 1) is None
+    finally:
+        for lease in (a, b, c):
+            await lease.close()
+        for u in urls:
+            next(u, None)
 
 
 @pytest.mark.redis

@@ -76,7 +76,11 @@ class LocalLease:
 
 
 class PostgresLease:
-    """Advisory locks held by one dedicated connection to ``database_url`` (SQLAlchemy URL accepted)."""
+    """Advisory locks held by one dedicated connection to ``database_url`` (SQLAlchemy URL accepted).
+
+    Advisory locks are scoped to the database, not the schema, so two deployments that share a database
+    in separate schemas (``options=-csearch_path=...``) would otherwise hold one lease between them:
+    outside ``public`` the key is salted with the session's ``current_schema()``."""
 
     def __init__(self, database_url: str) -> None:
         url = make_url(database_url).set(drivername="postgresql")
@@ -84,18 +88,25 @@ class PostgresLease:
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._held: dict[str, int] = {}
         self._counter = 0
+        self._scope = ""
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
             self._held.clear()  # a new session holds none of the old session's locks
             self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            row = await (await self._conn.execute("SELECT current_schema()")).fetchone()
+            schema = row[0] if row else None
+            self._scope = "" if schema in (None, "public") else str(schema)
         return self._conn
+
+    def _key(self, name: str) -> int:
+        return advisory_key(f"{self._scope}/{name}" if self._scope else name)
 
     async def acquire(self, name: str, ttl_s: float) -> int | None:
         if name in self._held and await self.renew(name, self._held[name], ttl_s):
             return self._held[name]
         conn = await self._connection()
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (advisory_key(name),))
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key(name),))
         row = await cur.fetchone()
         if not row or not row[0]:
             return None
@@ -115,7 +126,7 @@ class PostgresLease:
 
     async def release(self, name: str, token: int) -> None:
         if self._held.pop(name, None) == token and self._conn is not None and not self._conn.closed:
-            await self._conn.execute("SELECT pg_advisory_unlock(%s)", (advisory_key(name),))
+            await self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key(name),))
 
     async def close(self) -> None:
         self._held.clear()
