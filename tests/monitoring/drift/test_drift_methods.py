@@ -1,0 +1,64 @@
+"""Drift statistics on synthetic embeddings: A/A, a shifted sample, and MMD's false-positive rate."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from drift_stream import BEFORE, HashingEmbedder, window
+from modelyard.monitoring.drift.methods import (
+    centroid_distance,
+    chunk_threshold,
+    domain_classifier_auc,
+    mmd,
+    subsample,
+)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_an_a_a_split_of_one_window_gives_an_auc_near_one_half() -> None:
+    rng = np.random.default_rng(0)
+    emb = HashingEmbedder().embed(window(400, BEFORE, rng))
+    order = rng.permutation(len(emb))
+    auc = domain_classifier_auc(emb[order[:200]], emb[order[200:]])
+    assert abs(auc - 0.5) < 0.08, auc
+    stat, p = mmd(emb[order[:200]], emb[order[200:]])
+    assert p > 0.05 and abs(stat) < 0.005
+
+
+def test_a_shift_is_detected_by_all_three() -> None:
+    rng = np.random.default_rng(1)
+    a = _unit(rng.normal(size=(300, 64)) + 1.0)
+    b = _unit(rng.normal(size=(300, 64)) + 1.0 + np.r_[np.full(8, 0.8), np.zeros(56)])
+    assert domain_classifier_auc(a, b) > 0.7
+    assert mmd(a, b)[1] < 0.01
+    threshold = chunk_threshold(a, 50, centroid_distance)
+    assert threshold is not None and centroid_distance(a, b) > threshold
+    assert centroid_distance(a, a) < 1e-9
+
+
+def test_mmd_false_positive_rate_is_near_alpha() -> None:
+    """Simulation of the permutation test's level: 80 A/A pairs at alpha 0.1 (expect ~8)."""
+    rng = np.random.default_rng(2)
+    hits = 0
+    for _ in range(80):
+        x = _unit(rng.normal(size=(80, 16)))
+        p = mmd(x[:40], x[40:], permutations=99, seed=int(rng.integers(1 << 30)))[1]
+        hits += p < 0.1
+    assert 2 <= hits <= 16, hits
+
+
+def test_big_windows_are_subsampled_and_run_in_seconds() -> None:
+    rng = np.random.default_rng(3)
+    big = _unit(rng.normal(size=(10_000, 384)).astype(np.float32))
+    other = _unit(rng.normal(size=(10_000, 384)).astype(np.float32))
+    assert len(subsample(big, 500, rng)) == 500
+    t = time.perf_counter()
+    domain_classifier_auc(big, other)
+    mmd(big, other)
+    centroid_distance(big, other)
+    assert time.perf_counter() - t < 20
