@@ -49,6 +49,7 @@ class DriftSampleRow(Base):
         sa.Index("ix_drift_samples_model_created_at", "model", "created_at"),
         sa.Index("ix_drift_samples_tenant_created_at", "tenant", "created_at"),
         sa.Index("ix_drift_samples_created_at", "created_at"),
+        sa.Index("ix_drift_samples_request_log_id", "request_log_id"),
     )
 
 

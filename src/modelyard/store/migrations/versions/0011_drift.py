@@ -42,6 +42,7 @@ def upgrade() -> None:
     op.create_index("ix_drift_samples_model_created_at", "drift_samples", ["model", "created_at"])
     op.create_index("ix_drift_samples_tenant_created_at", "drift_samples", ["tenant", "created_at"])
     op.create_index("ix_drift_samples_created_at", "drift_samples", ["created_at"])
+    op.create_index("ix_drift_samples_request_log_id", "drift_samples", ["request_log_id"])
     op.create_table(
         "drift_state",
         sa.Column("name", sa.String(64), primary_key=True),
@@ -74,6 +75,7 @@ def downgrade() -> None:
     op.drop_table("drift_runs")
     op.drop_table("drift_monitors")
     op.drop_table("drift_state")
+    op.drop_index("ix_drift_samples_request_log_id", table_name="drift_samples")
     op.drop_index("ix_drift_samples_created_at", table_name="drift_samples")
     op.drop_index("ix_drift_samples_tenant_created_at", table_name="drift_samples")
     op.drop_index("ix_drift_samples_model_created_at", table_name="drift_samples")
