@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from drift_stream import BEFORE, HashingEmbedder, window
 from modelyard.monitoring.drift.methods import (
@@ -62,3 +63,25 @@ def test_big_windows_are_subsampled_and_run_in_seconds() -> None:
     mmd(big, other)
     centroid_distance(big, other)
     assert time.perf_counter() - t < 20
+
+
+def test_mmd_equals_the_textbook_unbiased_estimate_with_sklearn_kernels() -> None:
+    """MMD²_u of Gretton et al. (2012, eq. 3) written out with scikit-learn's RBF kernel, against the
+    vectorised permutation code (no subsampling at these sizes)."""
+    from sklearn.metrics.pairwise import euclidean_distances, rbf_kernel
+
+    rng = np.random.default_rng(4)
+    x, y = _unit(rng.normal(size=(60, 16))), _unit(rng.normal(size=(45, 16)) + 0.3)
+    gamma = 1.0 / float(np.median(euclidean_distances(x, y) ** 2))
+    kxx, kyy, kxy = (
+        rbf_kernel(x, x, gamma=gamma),
+        rbf_kernel(y, y, gamma=gamma),
+        rbf_kernel(x, y, gamma=gamma),
+    )
+    m, n = len(x), len(y)
+    expected = (
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+        + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+        - 2 * kxy.sum() / (m * n)
+    )
+    assert mmd(x, y)[0] == pytest.approx(expected, rel=1e-9, abs=1e-12)

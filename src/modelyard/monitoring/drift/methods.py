@@ -11,7 +11,8 @@
   null, normal with variance ``(m + n + 1) / (12 m n)`` (Hanley and McNeil 1982). This is the analytic
   form of Evidently's ``bootstrap`` option, which compares to a quantile of random classifiers' AUCs.
 - :func:`mmd` — the unbiased MMD² with an RBF kernel whose bandwidth is the median heuristic
-  (Gretton et al., "A Kernel Two-Sample Test", JMLR 2012), and its permutation p-value
+  (Gretton et al., "A Kernel Two-Sample Test", JMLR 2012; the median of the reference-to-current
+  squared distances, as Evidently's ``mmd`` method takes it), and its permutation p-value
   ``(1 + #{perm >= observed}) / (1 + permutations)`` (Phipson and Smyth 2010).
 - :func:`centroid_distance` — the cosine distance between the two centroids (Arize Phoenix's
   "euclidean/cosine distance of centroids").
@@ -87,8 +88,8 @@ def mmd(
     z = np.vstack([ref, cur])
     sq = np.sum(z * z, axis=1)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
-    off = d2[np.triu_indices(m + n, k=1)]
-    sigma2 = float(np.median(off[off > 0])) if np.any(off > 0) else 1.0
+    cross = d2[:m, m:]
+    sigma2 = float(np.median(cross)) if np.any(cross > 0) else 1.0
     k = np.exp(-d2 / sigma2)
     np.fill_diagonal(k, 0.0)
     labels = np.zeros((permutations + 1, m + n))
