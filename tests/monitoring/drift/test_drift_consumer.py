@@ -36,7 +36,7 @@ def _log(engine: Engine, texts: list[str], start: datetime, span: timedelta, **k
             "tenant": kw.get("tenant", "acme"), "model": kw.get("model", "chat"), "model_requested": "chat",
             "endpoint": "chat/completions", "stream": False, "status": 200, "latency_ms": 10.0,
             "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}],
-            "response": "ok", "schema_version": 1, "prompt_version": kw.get("prompt_version"),
+            "response": kw.get("response", "ok"), "schema_version": 1, "prompt_version": kw.get("prompt_version"),
         })  # fmt: skip
     with engine.begin() as conn:
         conn.execute(sa.insert(RequestLogRow), rows)
@@ -55,7 +55,7 @@ def test_consume_then_monitor_finds_drift_alerts_and_flags_outliers(db: Engine) 
     current[6] = FRENCH
     _log(db, current, NOW - timedelta(minutes=50), timedelta(minutes=40))
     _log(db, ["Summarise ticket 42 for me"] * 3, NOW - timedelta(minutes=30), timedelta(minutes=1),
-         prompt_version="support:3")  # fmt: skip
+         prompt_version="support:3", response="I’m sorry, but I can’t help with that.")  # fmt: skip
     _log(db, window(5, BEFORE, rng), NOW - timedelta(seconds=1), timedelta(seconds=0.5))  # not settled yet
     store = DriftStore(db)
     consumer = _consumer(store)
@@ -69,6 +69,8 @@ def test_consume_then_monitor_finds_drift_alerts_and_flags_outliers(db: Engine) 
     assert {r.template_id for r in rows if r.prompt_version} == {"prompt:support:3"}
     assert all(r.template_id.startswith(("drain:", "prompt:")) for r in rows)
     assert {r.language for r in rows} == {"en", "fr"}
+    assert {(r.response_tokens, r.refusal) for r in rows if r.prompt_version} == {(8, True)}
+    assert {(r.response_tokens, r.refusal) for r in rows if not r.prompt_version} == {(1, False)}
     first = next(r for r in rows if r.request_log_id == 1)
     with db.connect() as conn:
         text = conn.execute(sa.select(RequestLogRow.prompt).where(RequestLogRow.id == 1)).scalar_one()[1][
@@ -87,6 +89,7 @@ def test_consume_then_monitor_finds_drift_alerts_and_flags_outliers(db: Engine) 
     assert res["n_baseline"] == 300 and res["n_current"] == 128
     assert res["outliers"]["long"] >= 1 and res["outliers"]["language"] == 1
     assert res["templates"]["unseen_rate"] > 0.3  # travel and cooking are new
+    assert res["output"]["refusal_rate"]["current"] > 0 and res["output"]["refusal_rate"]["baseline"] == 0
     with db.connect() as conn:
         flagged = conn.execute(
             sa.select(DriftSampleRow.request_log_id).where(DriftSampleRow.outlier.is_(True))

@@ -85,3 +85,19 @@ def test_mmd_equals_the_textbook_unbiased_estimate_with_sklearn_kernels() -> Non
         - 2 * kxy.sum() / (m * n)
     )
     assert mmd(x, y)[0] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_output_tests_match_scipy_and_statsmodels() -> None:
+    from scipy.stats import mannwhitneyu
+    from statsmodels.stats.proportion import proportions_ztest
+
+    from modelyard.monitoring.drift.methods import mann_whitney_p, two_proportion_p
+
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(10, 60, 200).astype(float), rng.integers(15, 70, 150).astype(float)  # many ties
+    expected = mannwhitneyu(a, b, alternative="two-sided", method="asymptotic", use_continuity=True).pvalue
+    assert mann_whitney_p(a, b) == pytest.approx(expected, rel=1e-9)
+    assert mann_whitney_p(np.full(5, 3.0), np.full(5, 3.0)) == 1.0
+    z, p = proportions_ztest([12, 30], [200, 180])
+    assert two_proportion_p(12, 200, 30, 180) == pytest.approx(p, rel=1e-9)
+    assert two_proportion_p(0, 10, 0, 10) == 1.0

@@ -113,6 +113,25 @@ def test_outliers_and_unseen_templates_are_counted() -> None:
     assert no_lang["outliers"]["language"] == 0
 
 
+def test_output_drift_longer_responses_and_more_refusals() -> None:
+    miner, emb = TemplateMiner(), HashingEmbedder()
+    texts = stream(2, 200, change_at=99, seed=4)
+    rng = np.random.default_rng(4)
+    baseline, current = _window(texts[0], miner, emb), _window(texts[1], miner, emb, start=1000)
+    baseline.response_tokens = rng.normal(100, 20, 200).round()
+    baseline.refusals = (rng.random(200) < 0.02).astype(float)
+    current.response_tokens = rng.normal(160, 20, 200).round()
+    current.refusals = (rng.random(200) < 0.2).astype(float)
+    current.response_tokens[:10] = np.nan  # requests without a response are left out
+    spec = MonitorSpec(id="out", methods=("domain_classifier", "response_length", "refusal_rate"))
+    r = evaluate(spec, baseline, current)
+    assert r["status"] == "drift" and not r["methods"]["domain_classifier"]["drift"]
+    assert r["methods"]["response_length"]["drift"] and r["methods"]["refusal_rate"]["drift"]
+    assert r["output"]["response_length"]["median_current"] > 140
+    same = evaluate(MonitorSpec(id="out"), baseline, baseline)
+    assert same["output"]["response_length"]["p_value"] > 0.5 and "response_length" not in same["methods"]
+
+
 def test_alert_needs_consecutive_drift() -> None:
     assert alert("drift", ["drift"], 2) and not alert("drift", ["no_drift"], 2)
     assert not alert("drift", [], 2) and alert("drift", [], 1)

@@ -40,3 +40,17 @@ def test_lingua_tells_french_from_english() -> None:
     assert detector.detect("12345 !!!") is None
     with pytest.raises(ValueError, match="unknown language code"):
         LanguageDetector(["en", "xx"]).detect("hello there")
+
+
+def test_prompts_far_from_every_baseline_neighbour() -> None:
+    from drift_stream import BEFORE, HashingEmbedder, window
+    from modelyard.monitoring.drift.outliers import far_from_baseline
+
+    rng = np.random.default_rng(3)
+    emb = HashingEmbedder()
+    baseline = emb.embed(window(600, BEFORE, rng))
+    same = emb.embed(window(300, BEFORE, rng))
+    odd = emb.embed(["Quantum chromodynamics lattice gauge simulations of gluon plasma viscosity"])
+    assert far_from_baseline(baseline, odd).tolist() == [True]
+    assert far_from_baseline(baseline, same).mean() < 0.05
+    assert not far_from_baseline(baseline[:5], odd).any()  # too small a baseline flags nothing

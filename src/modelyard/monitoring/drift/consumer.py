@@ -3,7 +3,8 @@
 Each run reads up to ``max_rows_per_run`` rows after its cursor (the last request-log id it has seen,
 kept in ``drift_state``), keeps a ``sample_rate`` share of them chosen by a hash of the request id (so
 a re-run or a second consumer keeps the same ones), and for each kept prompt with text stores its
-embedding, fingerprint, template, length in tokens, language and odd-character flag. The template is
+embedding, fingerprint, template, length in tokens, language and odd-character flag, and of its
+response the length in tokens and whether it refused (for output drift). The template is
 the prompt registry's ``prompt:name:version`` when the request was rendered from the registry, else
 the cluster of the template miner (``drain:<id>``), whose state is saved with the cursor in the same
 transaction as the samples, so a crash repeats a batch at most, never skips one.
@@ -87,7 +88,18 @@ class DriftConsumer:
         miner = TemplateMiner.from_state(state) if state else TemplateMiner()
         t = RequestLogRow.__table__.c
         stmt = (
-            sa.select(t.id, t.request_id, t.created_at, t.tenant, t.model, t.prompt, t.prompt_version)
+            sa.select(
+                t.id,
+                t.request_id,
+                t.created_at,
+                t.tenant,
+                t.model,
+                t.prompt,
+                t.prompt_version,
+                t.response,
+                t.finish_reason,
+                t.completion_tokens,
+            )  # fmt: skip
             .where(t.id > cursor, t.created_at < now - timedelta(seconds=SETTLE_S))
             .order_by(t.id)
             .limit(self.settings.max_rows_per_run)
@@ -125,6 +137,7 @@ class DriftConsumer:
         tokens = self.embedder.count_tokens(texts)
         out = []
         for (r, text), vec, n in zip(batch, vectors, tokens, strict=True):
+            response_tokens, refusal = _response(r)
             canon = canonical(text)
             template = f"prompt:{r.prompt_version}" if r.prompt_version else f"drain:{miner.add(canon).id}"
             created = r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC)
@@ -135,9 +148,23 @@ class DriftConsumer:
                     fingerprint=hashlib.sha256(canon.encode()).hexdigest(), template_id=template,
                     n_tokens=int(n), language=self._detector.detect(text), odd_chars=odd_characters(text),
                     embedder=self.settings.embedder, embedding=vec,
+                    response_tokens=response_tokens, refusal=refusal,
                 )
             )  # fmt: skip
         return out
+
+
+def _response(row: Any) -> tuple[int | None, bool | None]:
+    """(length in tokens, refused) of the row's response: the completion tokens the backend counted,
+    else whitespace words; a refusal phrase of the ``refusal`` scorer or ``content_filter``."""
+    if row.response is None and row.finish_reason is None:
+        return None, None
+    from modelyard.evals.scorers.refusal import DEFAULT_PHRASES
+
+    text = (row.response or "").replace("\u2019", "'").casefold()
+    refused = row.finish_reason == "content_filter" or any(p in text for p in DEFAULT_PHRASES)
+    n = row.completion_tokens if row.completion_tokens is not None else len(text.split())
+    return int(n), refused
 
 
 def backfill_cursor(store: DriftStore, since: datetime) -> int:

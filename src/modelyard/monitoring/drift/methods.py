@@ -16,6 +16,9 @@
   ``(1 + #{perm >= observed}) / (1 + permutations)`` (Phipson and Smyth 2010).
 - :func:`centroid_distance` — the cosine distance between the two centroids (Arize Phoenix's
   "euclidean/cosine distance of centroids").
+- :func:`mann_whitney_p` and :func:`two_proportion_p` — output drift: the Mann-Whitney U test
+  (normal approximation with tie correction; Mann and Whitney 1947) on response lengths and the
+  pooled two-proportion z-test on refusal rates, both two-sided.
 - :func:`chunk_threshold` — NannyML's rule for a threshold learned from the baseline: the statistic of
   each baseline chunk against the whole baseline, mean + 3 standard deviations.
 
@@ -138,3 +141,36 @@ def chunk_threshold(
         statistic(reference, reference[order[i * chunk_size : (i + 1) * chunk_size]]) for i in range(chunks)
     ]
     return float(np.mean(values) + 3.0 * np.std(values, ddof=1))
+
+
+def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p-value of the Mann-Whitney U test of ``a`` vs ``b`` (normal approximation)."""
+    from statistics import NormalDist
+
+    x = np.concatenate([a, b]).astype(np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    ranks = (sums / counts)[inverse]  # ties share their mean rank
+    m, n = len(a), len(b)
+    u = ranks[:m].sum() - m * (m + 1) / 2
+    ties = float(np.sum(counts**3 - counts))
+    var = m * n / 12.0 * ((m + n + 1) - ties / ((m + n) * (m + n - 1)))
+    if var <= 0:
+        return 1.0
+    z = (abs(u - m * n / 2.0) - 0.5) / var**0.5
+    return float(min(1.0, 2.0 * (1.0 - NormalDist().cdf(max(z, 0.0)))))
+
+
+def two_proportion_p(x1: float, n1: int, x2: float, n2: int) -> float:
+    """Two-sided p-value of the pooled two-proportion z-test of ``x1/n1`` vs ``x2/n2``."""
+    from statistics import NormalDist
+
+    pooled = (x1 + x2) / (n1 + n2)
+    se = (pooled * (1 - pooled) * (1 / n1 + 1 / n2)) ** 0.5
+    if se == 0:
+        return 1.0
+    z = abs(x1 / n1 - x2 / n2) / se
+    return float(2.0 * (1.0 - NormalDist().cdf(z)))

@@ -2,7 +2,8 @@
 
 - ``drift_samples``: one sampled prompt of the request log: its embedding (float16 bytes), model,
   tenant, prompt ``name:version``, fingerprint, template id, length in tokens, language, whether it
-  holds odd characters, and whether a monitor run flagged it as an outlier. No prompt text: that
+  holds odd characters, whether a monitor run flagged it as an outlier, and of its response the
+  length in tokens and whether it refused. No prompt text: that
   stays in ``request_log`` (``request_log_id``) under its own redaction and retention.
 - ``drift_state``: small named JSON values (the consumer's cursor, the template miner).
 - ``drift_monitors`` and ``drift_runs``: monitor definitions and one row per run with its result.
@@ -41,6 +42,8 @@ class DriftSampleRow(Base):
     language: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
     odd_chars: Mapped[bool] = mapped_column(sa.Boolean(), nullable=False)
     outlier: Mapped[bool] = mapped_column(sa.Boolean(), nullable=False, default=False)
+    response_tokens: Mapped[int | None] = mapped_column(sa.Integer(), nullable=True)
+    refusal: Mapped[bool | None] = mapped_column(sa.Boolean(), nullable=True)
     embedder: Mapped[str] = mapped_column(sa.String(256), nullable=False)
     dims: Mapped[int] = mapped_column(sa.Integer(), nullable=False)
     embedding: Mapped[bytes] = mapped_column(sa.LargeBinary(), nullable=False)

@@ -34,10 +34,11 @@ import numpy as np
 
 from modelyard.errors import InvalidRequest
 from modelyard.monitoring.drift import methods as stats
-from modelyard.monitoring.drift.outliers import LengthFence
+from modelyard.monitoring.drift.outliers import LengthFence, far_from_baseline
 
 REPORT_VERSION = 1
-METHODS = ("domain_classifier", "mmd", "centroid")
+METHODS = ("domain_classifier", "mmd", "centroid", "response_length", "refusal_rate")
+OUTPUT_METHODS = ("response_length", "refusal_rate")
 SCOPE_KEYS = ("model", "tenant", "prompt", "template")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -76,6 +77,7 @@ class MonitorSpec:
     auc_threshold: float = stats.AUC_THRESHOLD
     mmd_p: float = 0.01
     centroid_threshold: float | None = None
+    output_p: float = 0.01
     min_samples: int = 50
     alert_after: int = 2
     expected_languages: tuple[str, ...] = ()
@@ -101,6 +103,7 @@ class MonitorSpec:
             "methods": list(self.methods),
             "thresholds": {
                 "domain_classifier": self.auc_threshold, "mmd_p": self.mmd_p, "centroid": self.centroid_threshold,
+                "output_p": self.output_p,
             },
             "min_samples": self.min_samples, "alert_after": self.alert_after,
             "expected_languages": list(self.expected_languages), "interval_s": self.interval_s,
@@ -137,9 +140,10 @@ def parse_spec(spec: Any) -> MonitorSpec:
     th = spec.get("thresholds") or {}
     if not isinstance(th, dict):
         raise InvalidRequest("`thresholds` is an object", param="thresholds")
-    _only(th, {"domain_classifier", "mmd_p", "centroid"}, "thresholds.")
+    _only(th, {"domain_classifier", "mmd_p", "centroid", "output_p"}, "thresholds.")
     auc = _number(th.get("domain_classifier", stats.AUC_THRESHOLD), "thresholds.domain_classifier", 0.5, 1.0)
     mmd_p = _number(th.get("mmd_p", 0.01), "thresholds.mmd_p", 0.0, 0.5)
+    output_p = _number(th.get("output_p", 0.01), "thresholds.output_p", 0.0, 0.5)
     cent = th.get("centroid")
     cent = None if cent is None else _number(cent, "thresholds.centroid", 0.0, 2.0)
     langs = spec.get("expected_languages", [])
@@ -149,7 +153,7 @@ def parse_spec(spec: Any) -> MonitorSpec:
         )
     return MonitorSpec(
         id=mid, scope=Scope(**scope), baseline=baseline, current_s=current_s, methods=tuple(dict.fromkeys(chosen)),
-        auc_threshold=auc, mmd_p=mmd_p, centroid_threshold=cent,
+        auc_threshold=auc, mmd_p=mmd_p, centroid_threshold=cent, output_p=output_p,
         min_samples=int(_number(spec.get("min_samples", 50), "min_samples", 2, 1e6, integer=True)),
         alert_after=int(_number(spec.get("alert_after", 2), "alert_after", 1, 100, integer=True)),
         expected_languages=tuple(langs),
@@ -226,6 +230,8 @@ class Window:
     languages: list[str | None]
     odd_chars: np.ndarray  # bool
     templates: list[str]
+    response_tokens: np.ndarray | None = None  # float, NaN where the request had no response
+    refusals: np.ndarray | None = None  # float 0/1, NaN where unknown
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -270,7 +276,14 @@ def evaluate(spec: MonitorSpec, baseline: Window, current: Window, *, seed: int 
         if th is None:
             th = stats.chunk_threshold(ref, len(cur), stats.centroid_distance, seed=seed)
         res["centroid"] = {"score": d, "threshold": th, "drift": th is not None and d > th}
+    output = _output(baseline, current)
+    for name in OUTPUT_METHODS:
+        if name in spec.methods and output.get(name, {}).get("p_value") is not None:
+            r = output[name]
+            res[name] = {"score": r["score"], "p_value": r["p_value"], "threshold": spec.output_p,
+                         "drift": r["p_value"] < spec.output_p}  # fmt: skip
     out["methods"] = res
+    out["output"] = output
     drifted = [m for m, r in res.items() if r["drift"]]
     out["status"] = (Status.DRIFT if drifted else Status.NO_DRIFT).value
     out["reason"] = f"drift by {', '.join(drifted)}" if drifted else "no method crossed its threshold"
@@ -292,13 +305,15 @@ def _outliers(spec: MonitorSpec, baseline: Window, current: Window) -> tuple[dic
         [bool(expected) and la is not None and la not in expected for la in current.languages], bool
     )
     odd = current.odd_chars.astype(bool)
-    flagged = long | lang | odd
+    far = far_from_baseline(baseline.embeddings, current.embeddings)
+    flagged = long | lang | odd | far
     n = max(len(current), 1)
     languages: dict[str, int] = {}
     for la in current.languages:
         languages[la or "unknown"] = languages.get(la or "unknown", 0) + 1
     return {
         "long": int(long.sum()), "language": int(lang.sum()), "characters": int(odd.sum()),
+        "neighbours": int(far.sum()),
         "rate": float(flagged.sum() / n), "languages": languages,
         "length_median_baseline": fence.median if fence else None,
         "length_median_current": float(np.median(current.n_tokens)) if len(current) else None,
@@ -320,6 +335,29 @@ def _templates(baseline: Window, current: Window, top: int = 10) -> dict[str, An
         for t, c in sorted(cur_counts.items(), key=lambda kv: -kv[1])[:top]
     ]
     return {"unseen_rate": unseen / nc, "unseen": unseen, "top": rows}
+
+
+def _output(baseline: Window, current: Window) -> dict[str, Any]:
+    """Response length (Mann-Whitney U, normal approximation with tie correction) and refusal rate
+    (two-proportion z-test) of the current window against the baseline; p-values two-sided."""
+    out: dict[str, Any] = {}
+    if baseline.response_tokens is not None and current.response_tokens is not None:
+        a = baseline.response_tokens[~np.isnan(baseline.response_tokens)]
+        b = current.response_tokens[~np.isnan(current.response_tokens)]
+        if len(a) >= 2 and len(b) >= 2:
+            out["response_length"] = {
+                "score": float(np.median(b) - np.median(a)), "median_baseline": float(np.median(a)),
+                "median_current": float(np.median(b)), "p_value": stats.mann_whitney_p(a, b),
+            }  # fmt: skip
+    if baseline.refusals is not None and current.refusals is not None:
+        a = baseline.refusals[~np.isnan(baseline.refusals)]
+        b = current.refusals[~np.isnan(current.refusals)]
+        if len(a) and len(b):
+            out["refusal_rate"] = {
+                "score": float(b.mean() - a.mean()), "baseline": float(a.mean()), "current": float(b.mean()),
+                "p_value": stats.two_proportion_p(float(a.sum()), len(a), float(b.sum()), len(b)),
+            }  # fmt: skip
+    return out
 
 
 def alert(status: str, previous: list[str], alert_after: int) -> bool:

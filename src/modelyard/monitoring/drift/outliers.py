@@ -8,6 +8,10 @@ monitor's expected set, invisible or mixed-script characters.
 - Language: detected with lingua (``lingua-language-detector``) among a configured set of candidate
   languages (``monitoring.drift.languages``), on the first :data:`LANGUAGE_CHARS` characters; a text too
   short or too ambiguous gets ``None`` and is never an outlier.
+- Neighbours: a prompt whose cosine distance to its nearest baseline neighbour exceeds the
+  :data:`NEIGHBOUR_PERCENTILE` percentile of the baseline's own nearest-neighbour distances (leave
+  one out), the "distance to the nearest baseline neighbours" rule of the issue; the baseline is
+  subsampled to :data:`NEIGHBOUR_BASELINE` rows.
 - Characters: format characters (zero-width spaces and joiners, bidirectional overrides), private-use
   code points and control characters other than tab and newlines; and words mixing letters of two
   scripts (Latin with Cyrillic or Greek, as homoglyph attacks do).
@@ -23,6 +27,8 @@ from typing import Any
 import numpy as np
 
 ROBUST_Z = 3.5
+NEIGHBOUR_PERCENTILE = 99.0
+NEIGHBOUR_BASELINE = 2000
 IQR_FENCE = 3.0
 LANGUAGE_CHARS = 1000
 _ALLOWED_CONTROLS = {"\n", "\r", "\t"}
@@ -101,3 +107,25 @@ class LanguageDetector:
             self._detector = self._build()
         lang = self._detector.detect_language_of(text[:LANGUAGE_CHARS])
         return None if lang is None else str(lang.iso_code_639_1.name).lower()
+
+
+def far_from_baseline(baseline: np.ndarray, current: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Which ``current`` rows (unit vectors) lie farther from their nearest baseline neighbour than
+    the baseline's own 99th percentile of nearest-neighbour distance (module docstring)."""
+    if len(baseline) < 10 or len(current) == 0:
+        return np.zeros(len(current), bool)
+    rng = np.random.default_rng(seed)
+    ref = (
+        baseline
+        if len(baseline) <= NEIGHBOUR_BASELINE
+        else baseline[rng.choice(len(baseline), NEIGHBOUR_BASELINE, replace=False)]
+    )
+    ref = ref.astype(np.float32)
+    sims = ref @ ref.T
+    np.fill_diagonal(sims, -np.inf)
+    fence = float(np.percentile(1.0 - sims.max(axis=1), NEIGHBOUR_PERCENTILE))
+    out = np.zeros(len(current), bool)
+    for i in range(0, len(current), 2048):
+        chunk = current[i : i + 2048].astype(np.float32)
+        out[i : i + 2048] = 1.0 - (chunk @ ref.T).max(axis=1) > fence
+    return out

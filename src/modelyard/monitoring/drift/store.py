@@ -38,6 +38,8 @@ class Sample:
     odd_chars: bool
     embedder: str
     embedding: np.ndarray  # float32 (dims,)
+    response_tokens: int | None = None
+    refusal: bool | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -97,7 +99,8 @@ class DriftStore:
         ):  # fmt: skip
             if value is not None:
                 conds.append(col == value)
-        cols = [t.id, t.embedding, t.n_tokens, t.language, t.odd_chars, t.template_id, t.dims]
+        cols = [t.id, t.embedding, t.n_tokens, t.language, t.odd_chars, t.template_id, t.dims,
+                t.response_tokens, t.refusal]  # fmt: skip
         stmt = sa.select(*cols).where(*conds).order_by(t.created_at.desc(), t.id.desc()).limit(max_rows)
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
@@ -113,6 +116,10 @@ class DriftStore:
             languages=[r.language for r in rows],
             odd_chars=np.array([bool(r.odd_chars) for r in rows], bool),
             templates=[r.template_id for r in rows],
+            response_tokens=np.array(
+                [np.nan if r.response_tokens is None else r.response_tokens for r in rows], np.float64
+            ),
+            refusals=np.array([np.nan if r.refusal is None else float(r.refusal) for r in rows], np.float64),
         )
 
     def sampled_ids(self, low: int, high: int) -> set[int]:
@@ -223,5 +230,6 @@ def _sample_row(x: Sample) -> dict[str, Any]:
         "request_log_id": x.request_log_id, "created_at": x.created_at, "model": x.model, "tenant": x.tenant,
         "prompt_version": x.prompt_version, "fingerprint": x.fingerprint, "template_id": x.template_id[:220],
         "n_tokens": x.n_tokens, "language": x.language, "odd_chars": x.odd_chars, "outlier": False,
+        "response_tokens": x.response_tokens, "refusal": x.refusal,
         "embedder": x.embedder[:256], "dims": int(emb.shape[0]), "embedding": emb.tobytes(),
     }  # fmt: skip

@@ -35,6 +35,8 @@ def upgrade() -> None:
         sa.Column("language", sa.String(8), nullable=True),
         sa.Column("odd_chars", sa.Boolean(), nullable=False),
         sa.Column("outlier", sa.Boolean(), nullable=False),
+        sa.Column("response_tokens", sa.Integer(), nullable=True),
+        sa.Column("refusal", sa.Boolean(), nullable=True),
         sa.Column("embedder", sa.String(256), nullable=False),
         sa.Column("dims", sa.Integer(), nullable=False),
         sa.Column("embedding", sa.LargeBinary(), nullable=False),
