@@ -6,6 +6,13 @@ synthetic stream of ``tests/drift_stream.py`` embedded by the hashing embedder (
 and after the topic change; the embedding rate is the packaged MiniLM's on the same prompts.
 
     python -m bench.drift --prompts 2000 --repeats 3
+    python -m bench.drift --latency --duration 8 --repeats 3 --sample-rate 0.1
+
+``--latency`` measures the request path instead: ``modelyard serve`` on the mock upstream with the
+drift consumer off, then on (``--sample-rate``, ``--cpu-share``, every second), one server at a
+time so the consumer's CPU cannot slow the other; each round first loads the server unmeasured for
+``--settle`` seconds, so that the consumer has rows to embed while latency is measured, and reports
+the median round's p50 and p99 with the on/off ratios.
 """
 
 from __future__ import annotations
@@ -66,13 +73,87 @@ def monitor_run(n: int, repeats: int) -> dict[str, object]:
             "n_baseline": n, "n_current": n, "status": status}  # fmt: skip
 
 
+def latency(
+    concurrency: int, duration_s: float, settle_s: float, rounds: int, sample_rate: float, cpu_share: float
+) -> dict[str, object]:
+    import asyncio
+    import subprocess
+    import tempfile
+
+    from bench.gateway import _free_port, _load, _wait
+
+    here = Path(__file__).resolve().parent
+    tmp = Path(tempfile.mkdtemp(prefix="modelyard-bench-drift-"))
+
+    async def one(mode: str, mock_port: int) -> dict[str, float]:
+        port = _free_port()
+        config: dict[str, object] = {
+            "data_dir": str(tmp / f"data-{mode}"), "local_models": [], "embedders": [],
+            "tenancy": {"enabled": False},
+            "deployments": [{"model": "bench", "base_url": f"http://127.0.0.1:{mock_port}/v1"}],
+            "monitoring": {"drift": {"enabled": mode == "on", "sample_rate": sample_rate, "cpu_share": cpu_share,
+                                     "interval_s": 1.0}},
+        }  # fmt: skip
+        cfg = tmp / f"cfg-{mode}.json"
+        cfg.write_text(json.dumps(config))
+        cmd = [sys.executable, "-m", "modelyard.cli", "serve", "--config", str(cfg), "--port", str(port)]
+        proc = subprocess.Popen([*cmd, "--log-level", "warning"], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        try:
+            await _wait(f"http://127.0.0.1:{port}/ready")
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            await _load(url, stream=False, concurrency=concurrency, duration_s=settle_s)
+            return await _load(url, stream=False, concurrency=concurrency, duration_s=duration_s)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    async def run() -> dict[str, list[dict[str, float]]]:
+        mock_port = _free_port()
+        mock = subprocess.Popen(
+            [sys.executable, "-P", str(here / "mock_upstream.py"), "--port", str(mock_port)]
+        )
+        out: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+        try:
+            await _wait(f"http://127.0.0.1:{mock_port}/stats")
+            for _ in range(rounds):
+                for mode in ("off", "on"):
+                    out[mode].append(await one(mode, mock_port))
+        finally:
+            mock.terminate()
+            mock.wait(timeout=20)
+        return out
+
+    samples = asyncio.run(run())
+    med = {
+        m: {f: statistics.median(x[f] for x in v) for f in ("rps", "p50", "p99")} for m, v in samples.items()
+    }
+    return {
+        "concurrency": concurrency, "off_p50_ms": round(med["off"]["p50"], 3), "on_p50_ms": round(med["on"]["p50"], 3),
+        "p50_x": round(med["on"]["p50"] / med["off"]["p50"], 3), "p99_x": round(med["on"]["p99"] / med["off"]["p99"], 3),
+        "rps_x": round(med["on"]["rps"] / med["off"]["rps"], 3), "rounds": rounds,
+        "sample_rate": sample_rate, "cpu_share": cpu_share,
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--window", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--latency", action="store_true", help="request-path latency, consumer off vs on")
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--settle", type=float, default=8.0)
+    ap.add_argument("--sample-rate", type=float, default=0.1)
+    ap.add_argument("--cpu-share", type=float, default=0.5)
     args = ap.parse_args()
+    if args.latency:
+        row = latency(
+            args.concurrency, args.duration, args.settle, args.repeats, args.sample_rate, args.cpu_share
+        )
+        print(json.dumps(row, indent=2))
+        return
     out = {
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "embed": embed_rate(args.prompts, args.batch, args.repeats),

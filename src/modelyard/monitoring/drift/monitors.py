@@ -6,7 +6,7 @@ A spec is plain JSON (the admin API and ``modelyard drift create`` take it as is
     {"id": "support-en", "scope": {"model": "chat", "tenant": "acme", "prompt": "support:3",
      "template": "drain:7"}, "baseline": {"trailing": "7d"} | {"start": ISO, "end": ISO},
      "current": {"last": "1h"}, "methods": ["domain_classifier", "mmd", "centroid"],
-     "thresholds": {"domain_classifier": 0.55, "mmd_p": 0.01, "centroid": null},
+     "thresholds": {"domain_classifier": 0.55, "mmd_p": 0.01, "centroid": null, "output_p": 0.01},
      "min_samples": 50, "alert_after": 2, "expected_languages": ["en"], "interval_s": 3600}
 
 Every field but ``id`` has a default; a bad one is an :class:`InvalidRequest` naming it (``scope.foo``,
@@ -17,7 +17,10 @@ Every field but ``id`` has a default; a bad one is an :class:`InvalidRequest` na
 threshold (``domain_classifier``: AUC above 0.55, Evidently's default, or above the random
 classifier's 99.9% quantile where that is higher, see :func:`.methods.auc_null_quantile`; ``mmd``: permutation p-value
 under ``mmd_p``; ``centroid``: distance above the explicit threshold, or, when null, above the one
-learned from baseline chunks of the current window's size, NannyML's mean + 3σ); else ``no_drift``.
+learned from baseline chunks of the current window's size, NannyML's mean + 3σ; the output methods
+``response_length`` and ``refusal_rate``: p-value under ``output_p``); else ``no_drift``. Output drift
+(response length, refusal rate) is reported in ``output`` on every run and decides the status only
+when chosen in ``methods``.
 A run *alerts* when it and the ``alert_after - 1`` runs before it are all ``drift``, which keeps one
 noisy window from paging anyone (the per-window false-positive rate multiplies).
 """
