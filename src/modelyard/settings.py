@@ -498,6 +498,16 @@ class RequestLogSettings(_Section):
     retention_days: float = Field(default=30.0, gt=0, description="Records older than this are deleted.")
 
 
+class DriftWebhookSettings(_Section):
+    """A receiver of drift alerts (see docs/drift.md)."""
+
+    url: str = Field(description="Where alerts are POSTed (an Alertmanager's `/api/v2/alerts`, or any URL).")
+    format: Literal["alertmanager", "json"] = Field(
+        default="json", description="`alertmanager` (its v2 alert list) or `json` (one generic object)."
+    )
+    timeout_s: float = Field(default=5.0, gt=0, description="How long one POST may take.")
+
+
 class DriftSettings(_Section):
     """Prompt drift monitoring: the request-log consumer and the monitor runs (docs/drift.md)."""
 
@@ -535,6 +545,16 @@ class DriftSettings(_Section):
         default_factory=lambda: ["en", "fr", "de", "es", "it", "pt", "nl"],
         min_length=2,
         description="Candidate languages (ISO 639-1) of the language detector.",
+    )
+    webhooks: list[DriftWebhookSettings] = Field(
+        default_factory=list,
+        description="Receivers of firing and resolved drift alerts (set here, not per monitor, so that "
+        "tenant keys cannot make the server call arbitrary URLs).",
+    )
+    alert_cooldown_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A monitor that keeps alerting is re-sent at most this often (de-duplication).",
     )
 
 

@@ -100,10 +100,14 @@ async def delete_monitor(request: Request, monitor_id: str) -> dict[str, Any]:
 @router.post("/{monitor_id}/run")
 async def run_monitor(request: Request, monitor_id: str) -> dict[str, Any]:
     m = await _writable(request, monitor_id)
+    from modelyard.monitoring.drift.alerts import Notifier
     from modelyard.monitoring.drift.runner import run_monitor as run
 
     store = _store(request)
-    return await run_in_threadpool(lambda: run(store, m))
+    services = getattr(request.state, "services", None)
+    drift = services.settings.monitoring.drift if services is not None else None
+    notifier = Notifier(store, drift.webhooks, drift.alert_cooldown_s) if drift is not None else None
+    return await run_in_threadpool(lambda: run(store, m, notifier=notifier))
 
 
 @router.get("/{monitor_id}/runs")

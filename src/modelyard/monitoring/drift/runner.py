@@ -18,8 +18,11 @@ from modelyard.monitoring.drift.store import DriftStore, Monitor
 log = logging.getLogger("modelyard.monitoring.drift")
 
 
-def run_monitor(store: DriftStore, monitor: Monitor, now: datetime | None = None) -> dict[str, Any]:
-    """One run of ``monitor`` at ``now``; the stored run (``id``, ``status``, ``alert``, ``result``)."""
+def run_monitor(
+    store: DriftStore, monitor: Monitor, now: datetime | None = None, notifier: Any = None
+) -> dict[str, Any]:
+    """One run of ``monitor`` at ``now``; the stored run (``id``, ``status``, ``alert``, ``result``).
+    ``notifier`` (an :class:`~.alerts.Notifier`) sends the alert, if any, to the webhooks."""
     now = now or datetime.now(UTC)
     spec = monitor.spec
     (b0, b1), (c0, c1) = spec.windows(now)
@@ -40,11 +43,14 @@ def run_monitor(store: DriftStore, monitor: Monitor, now: datetime | None = None
     run_id = store.add_run(spec.id, now, result, fired)
     if fired:
         log.warning("drift monitor %s alerts: %s", spec.id, result.get("reason"))
-    return {"id": run_id, "monitor": spec.id, "started_at": now.isoformat(), "status": result["status"],
-            "alert": fired, "result": result}  # fmt: skip
+    run = {"id": run_id, "monitor": spec.id, "started_at": now.isoformat(), "status": result["status"],
+           "alert": fired, "result": result}  # fmt: skip
+    if notifier is not None:
+        run["notified"] = notifier.after_run(spec.id, run, now)
+    return run
 
 
-def run_due(store: DriftStore, now: datetime | None = None) -> dict[str, str]:
+def run_due(store: DriftStore, now: datetime | None = None, notifier: Any = None) -> dict[str, str]:
     """Run each monitor due at ``now``; {monitor id: status}. One failing monitor does not stop the rest."""
     now = now or datetime.now(UTC)
     out: dict[str, str] = {}
@@ -55,7 +61,7 @@ def run_due(store: DriftStore, now: datetime | None = None) -> dict[str, str]:
         ):
             continue
         try:
-            out[m.spec.id] = run_monitor(store, m, now)["status"]
+            out[m.spec.id] = run_monitor(store, m, now, notifier)["status"]
         except Exception:
             log.exception("drift monitor %s failed", m.spec.id)
             out[m.spec.id] = "error"

@@ -45,9 +45,10 @@ def drift_tasks(settings: Any) -> list[Any]:
         return stats
 
     def monitors() -> dict[str, str]:
+        from modelyard.monitoring.drift.alerts import Notifier
         from modelyard.monitoring.drift.runner import run_due
 
-        return run_due(store())
+        return run_due(store(), notifier=Notifier(store(), drift.webhooks, drift.alert_cooldown_s))
 
     async def run_consume(_token: int) -> None:
         import anyio
