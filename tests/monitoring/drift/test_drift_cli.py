@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from drift_stream import BEFORE, HashingEmbedder, window
 from modelyard.monitoring.drift.fingerprints import fingerprint
@@ -63,3 +64,34 @@ def test_create_run_list_report_and_errors(tmp_path: Path) -> None:
     assert done.returncode == 1 and "no drift monitor" in done.stderr
     done = _cli("backfill", "--since", "7d", db=db)
     assert done.returncode == 0 and json.loads(done.stdout) == {"cursor": 0}
+
+
+@pytest.mark.slow
+def test_tasks_run_drift_consume_as_a_cronjob_embeds_the_request_log(tmp_path: Path) -> None:
+    """``modelyard tasks run drift.consume`` (the CronJob path) with the real packaged MiniLM."""
+    import os
+    import uuid
+
+    import sqlalchemy as sa
+
+    from modelyard.monitoring.requestlog.records import RequestLogRow
+
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    engine = create_db_engine(db)
+    migrate(engine)
+    texts = window(40, BEFORE, np.random.default_rng(1))
+    with engine.begin() as conn:
+        conn.execute(sa.insert(RequestLogRow), [{
+            "request_id": uuid.uuid4().hex, "created_at": datetime.now(UTC) - timedelta(minutes=5), "tenant": "t",
+            "model": "chat", "model_requested": "chat", "endpoint": "chat/completions", "stream": False,
+            "status": 200, "latency_ms": 1.0, "prompt": [{"role": "user", "content": t}], "schema_version": 1,
+        } for t in texts])  # fmt: skip
+    env = {**os.environ, "MODELYARD_DATABASE_URL": db, "MODELYARD_DATA_DIR": str(tmp_path / "data"),
+           "MODELYARD_MONITORING__DRIFT__ENABLED": "true", "MODELYARD_MONITORING__DRIFT__SAMPLE_RATE": "1",
+           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    env.pop("MODELYARD_CONFIG", None)
+    done = subprocess.run([sys.executable, "-m", "modelyard.cli", "tasks", "run", "drift.consume"],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert DriftStore(engine).count_samples() == 40
+    engine.dispose()

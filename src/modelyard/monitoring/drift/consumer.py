@@ -12,8 +12,10 @@ transaction as the samples, so a crash repeats a batch at most, never skips one.
 Rows younger than :data:`SETTLE_S` are left for the next run: request-log ids are handed out before
 their transaction commits, so a newer id may become visible before an older one.
 
-CPU budget: after each batch the consumer sleeps so that its busy time stays under ``cpu_share`` of
-one core. It runs in a worker thread of the periodic task (never on the event loop).
+CPU budget: after each batch the consumer sleeps so that its busy (wall) time stays under ``cpu_share``
+of the time. It runs in a worker thread of the periodic task (never on the event loop); during a
+batch torch may use its intra-op threads (``torch.get_num_threads()``), so on a machine with a
+local engine lower ``cpu_share`` or ``sample_rate`` rather than expect one core's share exactly.
 """
 
 from __future__ import annotations
