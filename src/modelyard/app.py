@@ -150,6 +150,10 @@ async def start_services(settings: Settings) -> Services:
     from modelyard.experiments.metrics import ExperimentCollector
 
     services.monitor.metrics.registry.register(ExperimentCollector(experimented))
+    from modelyard.monitoring.drift.metrics import DriftCollector
+    from modelyard.monitoring.drift.store import DriftStore
+
+    services.monitor.metrics.registry.register(DriftCollector(DriftStore(registry.engine)))
     from modelyard.jobs.catalog import known_kinds, known_tasks
     from modelyard.jobs.service import start_jobs
 

@@ -498,12 +498,73 @@ class RequestLogSettings(_Section):
     retention_days: float = Field(default=30.0, gt=0, description="Records older than this are deleted.")
 
 
+class DriftWebhookSettings(_Section):
+    """A receiver of drift alerts (see docs/drift.md)."""
+
+    url: str = Field(description="Where alerts are POSTed (an Alertmanager's `/api/v2/alerts`, or any URL).")
+    format: Literal["alertmanager", "json"] = Field(
+        default="json", description="`alertmanager` (its v2 alert list) or `json` (one generic object)."
+    )
+    timeout_s: float = Field(default=5.0, gt=0, description="How long one POST may take.")
+
+
+class DriftSettings(_Section):
+    """Prompt drift monitoring: the request-log consumer and the monitor runs (docs/drift.md)."""
+
+    enabled: bool = Field(
+        default=False, description="Run the drift consumer and monitors inside `serve` (periodic tasks)."
+    )
+    embedder: str = Field(
+        default="packaged:all-minilm-l6-v2",
+        description="The embedder of sampled prompts: `packaged:all-minilm-l6-v2` or a model folder.",
+    )
+    sample_rate: float = Field(
+        default=0.1, ge=0, le=1, description="Share of logged requests embedded (by request id hash)."
+    )
+    batch_size: int = Field(default=32, ge=1, description="Prompts embedded in one forward pass.")
+    max_rows_per_run: int = Field(
+        default=2048, ge=1, description="Most request-log rows the consumer reads in one run."
+    )
+    cpu_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of one core the consumer may use: after each batch it sleeps so that its busy "
+        "time stays under this share (serving keeps priority).",
+    )
+    interval_s: float = Field(
+        default=30.0, gt=0, description="How often the consumer (periodic task `drift.consume`) runs."
+    )
+    monitor_every_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often `drift.monitors` looks for monitors due (each has its own `interval_s`).",
+    )
+    retention_days: float = Field(default=30.0, gt=0, description="Samples older than this are deleted.")
+    languages: list[str] = Field(
+        default_factory=lambda: ["en", "fr", "de", "es", "it", "pt", "nl"],
+        min_length=2,
+        description="Candidate languages (ISO 639-1) of the language detector.",
+    )
+    webhooks: list[DriftWebhookSettings] = Field(
+        default_factory=list,
+        description="Receivers of firing and resolved drift alerts (set here, not per monitor, so that "
+        "tenant keys cannot make the server call arbitrary URLs).",
+    )
+    alert_cooldown_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A monitor that keeps alerting is re-sent at most this often (de-duplication).",
+    )
+
+
 class MonitoringSettings(_Section):
     """Metrics, tracing and the request log; `enabled: false` turns all three off."""
 
     enabled: bool = Field(default=True, description="Observe requests at all.")
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
 
 class Settings(_Section):

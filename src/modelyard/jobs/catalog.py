@@ -25,5 +25,6 @@ def known_kinds(settings: Settings, credentials: Credentials | None = None) -> l
 
 def known_tasks(settings: Settings) -> list[PeriodicTask]:
     from modelyard.experiments.canary import canary_task
+    from modelyard.monitoring.drift.tasks import drift_tasks
 
-    return [canary_task(settings)]
+    return [canary_task(settings), *drift_tasks(settings)]
