@@ -25,17 +25,23 @@ def pgvector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.remove()
 
 
-@pytest.fixture(params=["lancedb", "pgvector"])
-def vector_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """An empty store of each kind: a LanceDB folder, or a fresh schema on the pgvector server."""
-    if request.param == "lancedb":
+def make_store(kind: str, request: pytest.FixtureRequest, folder: Path) -> Any:
+    """An empty store of ``kind``: a LanceDB folder, or a fresh schema on the pgvector server."""
+    if kind == "lancedb":
         from modelyard.rag.lance import LanceStore
 
-        store: Any = LanceStore(tmp_path / "lance")
-    else:
-        from modelyard.rag.pg import PgVectorStore
+        return LanceStore(folder / "lance")
+    from modelyard.rag.pg import PgVectorStore
 
-        store = PgVectorStore(request.getfixturevalue("pgvector_url"), schema=f"t_{uuid.uuid4().hex[:12]}")
+    return PgVectorStore(request.getfixturevalue("pgvector_url"), schema=f"t_{uuid.uuid4().hex[:12]}")
+
+
+STORES = ["lancedb", "pgvector"]
+
+
+@pytest.fixture(params=STORES)
+def vector_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    store = make_store(request.param, request, tmp_path)
     try:
         yield store
     finally:
@@ -43,7 +49,8 @@ def vector_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any
 
 
 @pytest.fixture(scope="session")
-def minilm() -> Any:
-    from modelyard.embeddings import load_embedder
+def pool() -> Any:
+    """One embedder pool for the session: the packaged MiniLM is loaded once, on first use."""
+    from modelyard.rag.embedders import EmbedderPool
 
-    return load_embedder("packaged:all-minilm-l6-v2")
+    return EmbedderPool()

@@ -133,7 +133,7 @@ class LanceStore:
             search = search.where(
                 f"array_has_all(tags, [{', '.join(_quote(t) for t in wanted)}])", prefilter=True
             )
-        rows = search.select(["id", "doc_id", "text", "metadata"]).limit(k).to_list()
+        rows = search.select(["id", "doc_id", "text", "metadata", "_distance"]).limit(k).to_list()
         return [
             Hit(r["id"], r["doc_id"], r["text"], 1.0 - float(r["_distance"]), load_metadata(r["metadata"]))
             for r in rows
