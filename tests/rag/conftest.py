@@ -3,6 +3,8 @@ vector store of each kind, and the packaged MiniLM loaded once per session (slow
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,15 +16,19 @@ from servers import free_port
 
 
 @pytest.fixture(scope="session")
-def pgvector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pgvector_url() -> Iterator[str]:
+    """The server runs as the user ``pgserver`` when tests run as root; its folder is kept outside
+    pytest's temp root, whose permissions a concurrent pytest run narrows to the owner."""
     from modelyard.rag.pg import LocalPostgres
 
-    server = LocalPostgres(tmp_path_factory.mktemp("pgvector") / "data", free_port())
+    folder = Path(tempfile.mkdtemp(prefix="modelyard-pgvector-"))
+    server = LocalPostgres(folder / "data", free_port())
     server.start()
     try:
         yield server.url
     finally:
         server.remove()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_store(kind: str, request: pytest.FixtureRequest, folder: Path) -> Any:

@@ -252,9 +252,32 @@ class LocalPostgres:
         log = self.data_dir / "server.log"
         self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-o", opts, "-l", str(log), "start")
 
-    def stop(self) -> None:
-        if (self.data_dir / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "fast", "stop")
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Fast shutdown (SIGINT to the postmaster, as ``pg_ctl -m fast`` sends), waiting for it to exit.
+
+        Signalled directly rather than through ``pg_ctl`` running as ``pgserver``: another process may
+        have narrowed a parent folder's permissions since the start (pytest does so to its temp root).
+        """
+        import signal
+        import time
+
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
 
     def remove(self) -> None:
         self.stop()
