@@ -62,6 +62,9 @@ _add_jobs_commands(app)
 from modelyard.experiments.cli import add_to as _add_experiment_commands  # noqa: E402
 
 _add_experiment_commands(app)
+from modelyard.rag.cli import add_to as _add_rag_commands  # noqa: E402
+
+_add_rag_commands(app)
 
 
 @app.command()

@@ -423,6 +423,40 @@ class ExperimentSettings(_Section):
     )
 
 
+class RagSettings(_Section):
+    """Retrieval over versioned vector stores (see `rag/` and docs/rag.md); needs the `rag` extra."""
+
+    store: Literal["lancedb", "pgvector"] = Field(
+        default="lancedb",
+        description="Vector store: `lancedb` (embedded, a folder) or `pgvector` (PostgreSQL with pgvector).",
+    )
+    lancedb_path: Path | None = Field(
+        default=None, description="LanceDB folder for `store: lancedb` (default: data_dir/rag/lancedb)."
+    )
+    pgvector_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL with the pgvector extension for `store: pgvector` "
+        "(e.g. `postgresql://user@host:5432/db`).",
+    )
+    pgvector_schema: str = Field(
+        default="modelyard_vectors", description="Schema holding one table per index version."
+    )
+    embed_batch: int = Field(default=64, ge=1, description="Chunks embedded per batch while ingesting.")
+    gate_tolerance: float = Field(
+        default=0.02,
+        ge=0,
+        lt=1,
+        description="Default re-embed gate: the new version's nDCG@10 and recall@5 may be at most this "
+        "much (absolute) below the current version's.",
+    )
+
+    @model_validator(mode="after")
+    def _check_store(self) -> RagSettings:
+        if self.store == "pgvector" and not self.pgvector_url:
+            raise ValueError("rag.store=pgvector needs rag.pgvector_url (a PostgreSQL with pgvector)")
+        return self
+
+
 class LimitSettings(_Section):
     max_tokens: int = Field(default=4096, ge=1, description="Largest `max_tokens` accepted.")
     default_max_tokens: int = Field(
@@ -582,6 +616,7 @@ class Settings(_Section):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
+    rag: RagSettings = Field(default_factory=RagSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
