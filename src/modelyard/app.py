@@ -63,6 +63,7 @@ class Services:
     prompts: Any = None  # the prompt layer's PromptBook (admin writes refresh it)
     experiments: Any = None  # the experiment layer (its book: admin writes refresh it; its writer)
     jobs: Any = None  # modelyard.jobs.service.JobService
+    rag: Any = None  # modelyard.rag.runtime.RagRuntime: its store and embedders open on first use
     credentials: Credentials = field(default_factory=Credentials)  # submitters' keys for jobs, memory only
 
 
@@ -142,6 +143,10 @@ async def start_services(settings: Settings) -> Services:
     services = Services(settings, outer, [b for b, _ in eager] + lazy, registry, tenancy=tenancy)
     services.prompts = prompted.book
     services.experiments = experimented
+    from modelyard.rag.runtime import RagRuntime
+
+    services.rag = RagRuntime(settings, registry.engine)
+    services.closers.append(services.rag.close)
     services.closers.append(registry.close)
     from modelyard.monitoring.monitor import Monitor
 
@@ -239,6 +244,7 @@ def create_app(settings: Settings) -> Starlette:
                 "experiment_book": services.experiments.book,
                 "experiment_layer": services.experiments,
                 "jobs": services.jobs,
+                "rag": services.rag,
                 "started_at": int(time.time()),
             }
         finally:

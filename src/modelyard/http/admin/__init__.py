@@ -40,4 +40,7 @@ def create_admin_app(exception_handlers: Mapping[Any, Any] | None = None) -> Fas
     app.include_router(evals.router)
     app.include_router(experiments.router)
     app.include_router(experiments.shadows_router)
+    from modelyard.rag.admin_api import router as rag_router  # imports no vector store client
+
+    app.include_router(rag_router)
     return app
