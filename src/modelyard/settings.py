@@ -423,6 +423,33 @@ class ExperimentSettings(_Section):
     )
 
 
+class RagBundleSettings(_Section):
+    """A RAG bundle served as a model: retrieve from a corpus alias, then ask a generator model."""
+
+    name: str = Field(description="The `model` name clients send (shares the models' namespace).")
+    corpus: str = Field(description="The corpus to retrieve from.")
+    alias: str = Field(default="production", description="The corpus alias (or version number) to read.")
+    top_k: int = Field(default=4, ge=1, le=50, description="Chunks retrieved per question.")
+    filter: dict[str, str] = Field(default_factory=dict, description="Metadata filter on the chunks.")
+    min_score: float = Field(default=0.0, ge=-1, le=1, description="Chunks scoring below this are dropped.")
+    model: str = Field(description="The generator: a model name, `name@alias` or `name:version`.")
+    template: str = Field(
+        default="Answer the question from the context. Cite sources as [n].\n\nContext:\n{{context}}"
+        "\n\nQuestion: {{question}}",
+        description="The user message sent to the generator; must contain `{{context}}` and `{{question}}`.",
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Generator parameters the request leaves unset (e.g. temperature)."
+    )
+
+    @model_validator(mode="after")
+    def _check_template(self) -> RagBundleSettings:
+        for var in ("{{context}}", "{{question}}"):
+            if var not in self.template:
+                raise ValueError(f"rag bundle `{self.name}`: the template lacks {var}")
+        return self
+
+
 class RagSettings(_Section):
     """Retrieval over versioned vector stores (see `rag/` and docs/rag.md); needs the `rag` extra."""
 
@@ -442,6 +469,9 @@ class RagSettings(_Section):
         default="modelyard_vectors", description="Schema holding one table per index version."
     )
     embed_batch: int = Field(default=64, ge=1, description="Chunks embedded per batch while ingesting.")
+    bundles: list[RagBundleSettings] = Field(
+        default_factory=list, description="RAG bundles served as models on `/v1/chat/completions`."
+    )
     gate_tolerance: float = Field(
         default=0.02,
         ge=0,
@@ -634,6 +664,9 @@ class Settings(_Section):
                     raise ValueError(
                         f"fallbacks[{model!r}] names unknown model {target!r}; use one of {sorted(known)}"
                     )
+        for bundle in self.rag.bundles:  # a name is a model or a bundle, never both
+            if bundle.name in known or [b.name for b in self.rag.bundles].count(bundle.name) > 1:
+                raise ValueError(f"rag bundle name {bundle.name!r} is already a model or another bundle")
         return self
 
     @property
