@@ -17,6 +17,7 @@ Methods are synchronous (CPU-bound embedding, blocking store clients); call them
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -79,6 +80,14 @@ def _doc_hash(d: SourceDocument) -> str:
 class RagService:
     def __init__(self, catalog: Catalog, store: VectorStore, pool: EmbedderPool, *, batch: int = 64) -> None:
         self.catalog, self.store, self.pool, self._batch = catalog, store, pool, batch
+        self._writers: dict[str, threading.Lock] = {}
+        self._writers_lock = threading.Lock()
+
+    def _writer(self, corpus: str) -> threading.Lock:
+        """One writer per corpus in this process (ingests and builds of a corpus do not interleave;
+        across processes they are not serialised yet)."""
+        with self._writers_lock:
+            return self._writers.setdefault(corpus, threading.Lock())
 
     # -- corpora and versions --------------------------------------------------------------------
     def create_corpus(
@@ -162,6 +171,19 @@ class RagService:
         ``delete`` removes documents by id; ``prune`` also removes every stored document not in
         ``documents``. The corpus's first ingest builds version 1 and points ``alias`` at it.
         """
+        with self._writer(corpus_name):
+            return self._ingest(corpus_name, documents, delete, prune, alias, actor, progress)
+
+    def _ingest(
+        self,
+        corpus_name: str,
+        documents: list[SourceDocument],
+        delete: Iterable[str],
+        prune: bool,
+        alias: str,
+        actor: str,
+        progress: Progress | None,
+    ) -> IngestReport:
         started = time.perf_counter()
         corpus = self.catalog.corpus(corpus_name)
         ids = [d.id for d in documents]
@@ -220,6 +242,17 @@ class RagService:
         progress: Progress | None = None,
     ) -> Version:
         """A new ready version holding every stored document of the corpus (``failed`` on an error)."""
+        with self._writer(corpus_name):
+            return self._build(corpus_name, identity, chunking, actor, progress)
+
+    def _build(
+        self,
+        corpus_name: str,
+        identity: EmbedderIdentity,
+        chunking: Chunking,
+        actor: str,
+        progress: Progress | None,
+    ) -> Version:
         version = self.catalog.create_version(corpus_name, identity, chunking, self.store.name, actor=actor)
         try:
             docs = self.catalog.documents(corpus_name)
