@@ -63,6 +63,7 @@ class Services:
     prompts: Any = None  # the prompt layer's PromptBook (admin writes refresh it)
     experiments: Any = None  # the experiment layer (its book: admin writes refresh it; its writer)
     jobs: Any = None  # modelyard.jobs.service.JobService
+    rag: Any = None  # modelyard.rag.runtime.RagRuntime: its store and embedders open on first use
     credentials: Credentials = field(default_factory=Credentials)  # submitters' keys for jobs, memory only
 
 
@@ -128,10 +129,18 @@ async def start_services(settings: Settings) -> Services:
     from modelyard.registry.prompt_layer import PromptLayer
 
     prompted = await PromptLayer.build(gateway, registry)  # layer 4: prompt references rendered
+    from modelyard.rag.runtime import RagRuntime
+
+    rag = RagRuntime(settings, registry.engine)  # its store and embedders open on first use
+    retrieving: Any = prompted
+    if settings.rag.bundles:  # layer 3: RAG bundles retrieve, then go on to their generator
+        from modelyard.rag.layer import RagLayer
+
+        retrieving = RagLayer(prompted, settings.rag.bundles, rag)
     from modelyard.experiments.layer import ExperimentLayer
 
     experimented = await ExperimentLayer.build(  # layer 2: experiment assignment and exposures
-        prompted, registry, settings.experiments.max_exposure_queue
+        retrieving, registry, settings.experiments.max_exposure_queue
     )
     outer: Any = experimented
     if settings.experiments.shadows:  # layer 1: the shadow mirror, replaying through the pipeline
@@ -142,6 +151,8 @@ async def start_services(settings: Settings) -> Services:
     services = Services(settings, outer, [b for b, _ in eager] + lazy, registry, tenancy=tenancy)
     services.prompts = prompted.book
     services.experiments = experimented
+    services.rag = rag
+    services.closers.append(rag.close)
     services.closers.append(registry.close)
     from modelyard.monitoring.monitor import Monitor
 
@@ -243,6 +254,7 @@ def create_app(settings: Settings) -> Starlette:
                 "experiment_book": services.experiments.book,
                 "experiment_layer": services.experiments,
                 "jobs": services.jobs,
+                "rag": services.rag,
                 "started_at": int(time.time()),
             }
         finally:

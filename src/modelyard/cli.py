@@ -65,6 +65,9 @@ _add_experiment_commands(app)
 from modelyard.monitoring.drift.cli import add_to as _add_drift_commands  # noqa: E402
 
 _add_drift_commands(app)
+from modelyard.rag.cli import add_to as _add_rag_commands  # noqa: E402
+
+_add_rag_commands(app)
 
 
 @app.command()

@@ -423,6 +423,70 @@ class ExperimentSettings(_Section):
     )
 
 
+class RagBundleSettings(_Section):
+    """A RAG bundle served as a model: retrieve from a corpus alias, then ask a generator model."""
+
+    name: str = Field(description="The `model` name clients send (shares the models' namespace).")
+    corpus: str = Field(description="The corpus to retrieve from.")
+    alias: str = Field(default="production", description="The corpus alias (or version number) to read.")
+    top_k: int = Field(default=4, ge=1, le=50, description="Chunks retrieved per question.")
+    filter: dict[str, str] = Field(default_factory=dict, description="Metadata filter on the chunks.")
+    min_score: float = Field(default=0.0, ge=-1, le=1, description="Chunks scoring below this are dropped.")
+    model: str = Field(description="The generator: a model name, `name@alias` or `name:version`.")
+    template: str = Field(
+        default="Answer the question from the context. Cite sources as [n].\n\nContext:\n{{context}}"
+        "\n\nQuestion: {{question}}",
+        description="The user message sent to the generator; must contain `{{context}}` and `{{question}}`.",
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Generator parameters the request leaves unset (e.g. temperature)."
+    )
+
+    @model_validator(mode="after")
+    def _check_template(self) -> RagBundleSettings:
+        for var in ("{{context}}", "{{question}}"):
+            if var not in self.template:
+                raise ValueError(f"rag bundle `{self.name}`: the template lacks {var}")
+        return self
+
+
+class RagSettings(_Section):
+    """Retrieval over versioned vector stores (see `rag/` and docs/rag.md); needs the `rag` extra."""
+
+    store: Literal["lancedb", "pgvector"] = Field(
+        default="lancedb",
+        description="Vector store: `lancedb` (embedded, a folder) or `pgvector` (PostgreSQL with pgvector).",
+    )
+    lancedb_path: Path | None = Field(
+        default=None, description="LanceDB folder for `store: lancedb` (default: data_dir/rag/lancedb)."
+    )
+    pgvector_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL with the pgvector extension for `store: pgvector` "
+        "(e.g. `postgresql://user@host:5432/db`).",
+    )
+    pgvector_schema: str = Field(
+        default="modelyard_vectors", description="Schema holding one table per index version."
+    )
+    embed_batch: int = Field(default=64, ge=1, description="Chunks embedded per batch while ingesting.")
+    bundles: list[RagBundleSettings] = Field(
+        default_factory=list, description="RAG bundles served as models on `/v1/chat/completions`."
+    )
+    gate_tolerance: float = Field(
+        default=0.02,
+        ge=0,
+        lt=1,
+        description="Default re-embed gate: the new version's nDCG@10 and recall@5 may be at most this "
+        "much (absolute) below the current version's.",
+    )
+
+    @model_validator(mode="after")
+    def _check_store(self) -> RagSettings:
+        if self.store == "pgvector" and not self.pgvector_url:
+            raise ValueError("rag.store=pgvector needs rag.pgvector_url (a PostgreSQL with pgvector)")
+        return self
+
+
 class LimitSettings(_Section):
     max_tokens: int = Field(default=4096, ge=1, description="Largest `max_tokens` accepted.")
     default_max_tokens: int = Field(
@@ -643,6 +707,7 @@ class Settings(_Section):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
+    rag: RagSettings = Field(default_factory=RagSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -660,6 +725,9 @@ class Settings(_Section):
                     raise ValueError(
                         f"fallbacks[{model!r}] names unknown model {target!r}; use one of {sorted(known)}"
                     )
+        for bundle in self.rag.bundles:  # a name is a model or a bundle, never both
+            if bundle.name in known or [b.name for b in self.rag.bundles].count(bundle.name) > 1:
+                raise ValueError(f"rag bundle name {bundle.name!r} is already a model or another bundle")
         return self
 
     @property

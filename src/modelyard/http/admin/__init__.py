@@ -43,4 +43,7 @@ def create_admin_app(exception_handlers: Mapping[Any, Any] | None = None) -> Fas
     from modelyard.http.admin import drift
 
     app.include_router(drift.router)
+    from modelyard.rag.admin_api import router as rag_router  # imports no vector store client
+
+    app.include_router(rag_router)
     return app

@@ -13,6 +13,7 @@ import modelyard.experiments.models  # noqa: F401  (experiments, exposures, feed
 import modelyard.jobs.models  # noqa: F401  (registers the jobs table)
 import modelyard.monitoring.drift.models  # noqa: F401  (drift samples, state, monitors, runs)
 import modelyard.monitoring.requestlog.records  # noqa: F401  (registers the request_log table)
+import modelyard.rag.models  # noqa: F401  (RAG corpora, versions, aliases, documents, chunks)
 import modelyard.registry.dataset_tables  # noqa: F401  (datasets and eval runs)
 import modelyard.registry.models  # noqa: F401  (registers the registry tables on Base.metadata)
 import modelyard.registry.prompt_models  # noqa: F401  (registers the prompt registry tables)

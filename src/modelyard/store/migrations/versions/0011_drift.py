@@ -1,7 +1,7 @@
 """Drift monitoring: sampled prompt embeddings, the consumer's state, monitors and their runs.
 
 Revision ID: 0011_drift
-Revises: 0009_experiments
+Revises: 0010_rag
 Create Date: 2026-12-04
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_drift"
-down_revision: str | None = "0009_experiments"
+down_revision: str | None = "0010_rag"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,62 @@
+"""RAG fixtures: the pgserver-bundled PostgreSQL 16 + pgvector on a spare port (one per session), a
+vector store of each kind, and the packaged MiniLM loaded once per session (slow tests only)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servers import free_port
+
+
+@pytest.fixture(scope="session")
+def pgvector_url() -> Iterator[str]:
+    """The server runs as the user ``pgserver`` when tests run as root; its folder is kept outside
+    pytest's temp root, whose permissions a concurrent pytest run narrows to the owner."""
+    from modelyard.rag.pg import LocalPostgres
+
+    folder = Path(tempfile.mkdtemp(prefix="modelyard-pgvector-"))
+    server = LocalPostgres(folder / "data", free_port())
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.remove()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def make_store(kind: str, request: pytest.FixtureRequest, folder: Path) -> Any:
+    """An empty store of ``kind``: a LanceDB folder, or a fresh schema on the pgvector server."""
+    if kind == "lancedb":
+        from modelyard.rag.lance import LanceStore
+
+        return LanceStore(folder / "lance")
+    from modelyard.rag.pg import PgVectorStore
+
+    return PgVectorStore(request.getfixturevalue("pgvector_url"), schema=f"t_{uuid.uuid4().hex[:12]}")
+
+
+STORES = ["lancedb", "pgvector"]
+
+
+@pytest.fixture(params=STORES)
+def vector_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    store = make_store(request.param, request, tmp_path)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="session")
+def pool() -> Any:
+    """One embedder pool for the session: the packaged MiniLM is loaded once, on first use."""
+    from modelyard.rag.embedders import EmbedderPool
+
+    return EmbedderPool()
