@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rag_stores import STORES, make_store
 
 from servers import free_port
 
@@ -29,20 +29,6 @@ def pgvector_url() -> Iterator[str]:
     finally:
         server.remove()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def make_store(kind: str, request: pytest.FixtureRequest, folder: Path) -> Any:
-    """An empty store of ``kind``: a LanceDB folder, or a fresh schema on the pgvector server."""
-    if kind == "lancedb":
-        from modelyard.rag.lance import LanceStore
-
-        return LanceStore(folder / "lance")
-    from modelyard.rag.pg import PgVectorStore
-
-    return PgVectorStore(request.getfixturevalue("pgvector_url"), schema=f"t_{uuid.uuid4().hex[:12]}")
-
-
-STORES = ["lancedb", "pgvector"]
 
 
 @pytest.fixture(params=STORES)

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from rag_stores import STORES
 
-from conftest import STORES
 from servers import MockUpstream, RemoteServer
 from tenancy_support import bootstrap_admin, tenancy_config
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rag_stores import STORES, make_store
 from sqlalchemy import select
 
-from conftest import STORES, make_store
 from modelyard.errors import InvalidRequest
 from modelyard.rag.catalog import Catalog
 from modelyard.rag.chunking import Chunking
