@@ -15,7 +15,6 @@ variables present, a name that no model has); registry-versioned bundles are not
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,7 @@ from modelyard.monitoring.observer import NULL_OBSERVER, RequestObserver
 from modelyard.protocol.openai import ChatCompletionRequest
 from modelyard.rag.runtime import RagRuntime
 from modelyard.rag.service import QueryResult
+from modelyard.registry.prompt_layer import PromptedStream, with_field
 from modelyard.settings import RagBundleSettings
 
 
@@ -114,7 +114,7 @@ class RagLayer:
         if r is None:
             return await self.inner.complete(endpoint, parsed, body, request_id, observer)  # type: ignore[no-any-return]
         out: bytes = await self.inner.complete(endpoint, r.parsed, r.body, request_id, observer)
-        return with_rag_field(out, r.field)
+        return with_field(out, r.field, b"rag")
 
     async def open_stream(
         self,
@@ -128,36 +128,4 @@ class RagLayer:
         if r is None:
             return await self.inner.open_stream(endpoint, parsed, body, request_id, observer)
         handle = await self.inner.open_stream(endpoint, r.parsed, r.body, request_id, observer)
-        return CitedStream(handle, r.field)
-
-
-def with_rag_field(payload: bytes, field: bytes) -> bytes:
-    """``payload`` (a JSON object) with ``"rag": field`` added; anything else unchanged."""
-    body = payload.rstrip()
-    if not (body.startswith(b"{") and body.endswith(b"}")):
-        return payload
-    inner = body[1:-1].strip()
-    return b"{" + inner + (b"," if inner else b"") + b'"rag":' + field + b"}"
-
-
-class CitedStream:
-    """A stream handle whose first payload carries the ``rag`` extension field."""
-
-    def __init__(self, inner: Any, field: bytes) -> None:
-        self._inner = inner
-        self._field: bytes | None = field
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
-
-    async def __anext__(self) -> bytes:
-        payload: bytes = await self._inner.__anext__()
-        if self._field is not None:
-            payload, self._field = with_rag_field(payload, self._field), None
-        return payload
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+        return PromptedStream(handle, r.field, b"rag")

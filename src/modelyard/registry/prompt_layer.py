@@ -160,21 +160,23 @@ class PromptLayer:
         return PromptedStream(handle, r.field())
 
 
-def with_field(payload: bytes, field: bytes) -> bytes:
-    """``payload`` (a JSON object) with ``"prompt": field`` added; anything else unchanged."""
+def with_field(payload: bytes, field: bytes, name: bytes = b"prompt") -> bytes:
+    """``payload`` (a JSON object) with ``"<name>": field`` added; anything else unchanged."""
     body = payload.rstrip()
     if not (body.startswith(b"{") and body.endswith(b"}")):
         return payload
     inner = body[1:-1].strip()
-    return b"{" + inner + (b"," if inner else b"") + b'"prompt":' + field + b"}"
+    return b"{" + inner + (b"," if inner else b"") + b'"' + name + b'":' + field + b"}"
 
 
 class PromptedStream:
-    """A stream handle whose first payload carries the ``prompt`` extension field."""
+    """A stream handle whose first payload carries an extension field (``prompt`` unless ``name``
+    says otherwise; the RAG layer's ``rag`` too)."""
 
-    def __init__(self, inner: Any, field: bytes) -> None:
+    def __init__(self, inner: Any, field: bytes, name: bytes = b"prompt") -> None:
         self._inner = inner
         self._field: bytes | None = field
+        self._name = name
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -185,7 +187,7 @@ class PromptedStream:
     async def __anext__(self) -> bytes:
         payload: bytes = await self._inner.__anext__()
         if self._field is not None:
-            payload, self._field = with_field(payload, self._field), None
+            payload, self._field = with_field(payload, self._field, self._name), None
         return payload
 
     async def aclose(self) -> None:
